@@ -1,0 +1,39 @@
+# Two commands do all their own set-up on a fresh machine (python3, pip, npm, apt as root):
+#   make demo    a full round trip on a temporary copy of fixtures/vault, offline
+#   make test    the whole test suite
+# `make lint` runs ruff and mypy; .ci/run runs `make test lint`.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vaultgate demo
+
+# pytest exits 5 when it collected nothing: for this suite that means a broken
+# checkout, so it fails loudly instead of passing silently.
+test: $(STAMP)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gateway vault_adapter sandbox vaultgate_errors.py tests bench
+	$(VENV)/bin/ruff format --check gateway vault_adapter sandbox vaultgate_errors.py tests bench
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix gateway vault_adapter sandbox vaultgate_errors.py tests bench
+	$(VENV)/bin/ruff format gateway vault_adapter sandbox vaultgate_errors.py tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

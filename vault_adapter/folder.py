@@ -1,0 +1,387 @@
+"""A vault that is a folder of Markdown files on the local disk.
+
+Every write is atomic (a hidden temp file in the same folder, fsync, rename),
+so a reader (Obsidian, a sync tool, our own watcher) never sees half a note.
+``update_fields`` edits only the named frontmatter fields and refuses to
+overwrite a newer edit: it re-reads, re-applies and checks, under a per-note
+lock, that the file is still the one it read just before renaming over it.
+Blocking file work runs in worker threads; the public API is async so the
+gateway can use this adapter and the remote one interchangeably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+import tempfile
+import threading
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vault_adapter.errors import NoteNotFound, NoteParseError, VaultError, WriteConflict
+from vault_adapter.fields import apply_fields
+from vault_adapter.index import NoteIndex
+from vault_adapter.note import DEFAULT_MAX_NOTE_BYTES, Note, content_hash, parse_note, render_note
+from vault_adapter.paths import normalize, resolve_in
+from vault_adapter.watch import EventKind, VaultEvent, Watcher
+
+_UPDATE_ATTEMPTS = 8
+_LOCK_STRIPES = 64
+_SCAN_BATCH = 256
+
+
+def _default_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_NEW_FILE_MODE = _default_mode()
+
+
+class NoteExists(VaultError):
+    """``create`` found a note already at the path (exactly-once writes rely on this)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: a note already exists here")
+        self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class ScanItem:
+    """One note found by :meth:`FolderVault.rescan`: parsed, or why it could not be."""
+
+    path: str
+    note: Note | None
+    error: NoteParseError | None
+
+
+class FolderVault:
+    """Notes in a local folder, with an index and a watcher."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        max_note_bytes: int = DEFAULT_MAX_NOTE_BYTES,
+        index_fields: Iterable[str] = (),
+        quiet_window_s: float = 0.5,
+        watch_polling: bool = False,
+        poll_interval_s: float = 1.0,
+        fsync: bool = True,
+        before_replace: Callable[[str], None] | None = None,
+    ) -> None:
+        """``before_replace`` is a fault-injection seam for tests: it is called with the
+        path inside ``update_fields`` after the new text is computed and before the
+        final check-and-rename, which is where a concurrent human edit would land."""
+        root_path = Path(root)
+        if not root_path.is_dir():
+            raise VaultError(f"vault folder {root_path} does not exist or is not a folder")
+        self.root = root_path.resolve()
+        self.max_note_bytes = max_note_bytes
+        self.index = NoteIndex(index_fields)
+        self.quiet_window_s = quiet_window_s
+        self.watch_polling = watch_polling
+        self.poll_interval_s = poll_interval_s
+        self._fsync = fsync
+        self._before_replace = before_replace
+        self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        self._inflight_lock = threading.Lock()
+        self._inflight: dict[str, set[str]] = {}
+
+    # -- reading ------------------------------------------------------------
+
+    def path_of(self, rel: str) -> Path:
+        """Absolute path of a vault-relative path, refusing anything that escapes."""
+        return resolve_in(self.root, rel)
+
+    async def read(self, path: str) -> Note:
+        return await asyncio.to_thread(self.read_sync, path)
+
+    def read_sync(self, path: str) -> Note:
+        rel = normalize(path)
+        raw, mtime = self._read_raw(rel)
+        return parse_note(rel, raw, mtime, max_bytes=self.max_note_bytes)
+
+    async def exists(self, path: str) -> bool:
+        target = self.path_of(path)
+        return await asyncio.to_thread(target.is_file)
+
+    async def list_notes(self, folder: str = "", *, recursive: bool = True) -> list[str]:
+        """Vault-relative paths of the notes under ``folder`` (dot-folders skipped)."""
+        start = self.path_of(folder) if folder else self.root
+        return await asyncio.to_thread(
+            lambda: sorted(rel for rel, _ in self._walk(start, recursive))
+        )
+
+    async def find_by_tag(self, tag: str) -> list[str]:
+        await self._ensure_index()
+        return self.index.by_tag(tag)
+
+    async def find_by_field(self, key: str, value: Any) -> list[str]:
+        if key not in self.index.fields:
+            raise VaultError(f"field {key!r} is not indexed; add it to index_fields")
+        await self._ensure_index()
+        return self.index.by_field(key, value)
+
+    async def _ensure_index(self) -> None:
+        if not self.index.ready:
+            async for _ in self.rescan():
+                pass
+
+    # -- writing ------------------------------------------------------------
+
+    async def write(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
+        """Create or replace a whole note, atomically."""
+        return await asyncio.to_thread(self._write_whole, path, frontmatter, body, False)
+
+    async def create(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
+        """Create a note that must not exist yet; :class:`NoteExists` if it does.
+
+        The check and the creation are one atomic step (a hard link of the
+        finished temp file), so two writers can never both create it.
+        """
+        return await asyncio.to_thread(self._write_whole, path, frontmatter, body, True)
+
+    async def update_fields(
+        self, path: str, fields: Mapping[str, Any], remove: Iterable[str] = ()
+    ) -> Note:
+        """Set ``fields`` (and drop ``remove``) in a note's frontmatter; nothing else changes."""
+        return await asyncio.to_thread(self._update_fields, path, dict(fields), tuple(remove))
+
+    async def delete(self, path: str) -> None:
+        await asyncio.to_thread(self._delete, path)
+
+    def _write_whole(
+        self, path: str, frontmatter: Mapping[str, Any], body: str, exclusive: bool
+    ) -> Note:
+        rel = normalize(path)
+        target = self.path_of(rel)
+        data = render_note(frontmatter, body).encode("utf-8")
+        with self._stripe(rel):
+            return self._commit(rel, target, data, exclusive=exclusive)
+
+    def _update_fields(self, path: str, fields: dict[str, Any], remove: tuple[str, ...]) -> Note:
+        rel = normalize(path)
+        target = self.path_of(rel)
+        with self._stripe(rel):
+            for _ in range(_UPDATE_ATTEMPTS):
+                raw, mtime = self._read_raw(rel)
+                note = parse_note(rel, raw, mtime, max_bytes=self.max_note_bytes)
+                text = raw.decode("utf-8-sig")
+                new = apply_fields(text, fields, remove, path=rel).encode("utf-8")
+                if new == raw:
+                    return note
+                if self._before_replace is not None:
+                    self._before_replace(rel)
+                # A person may have saved the note since we read it. Compare the
+                # bytes, not the mtime (coarse on some file systems), and start
+                # over from their version if so: their edit wins, ours re-applies.
+                current, _ = self._read_raw(rel)
+                if current != raw:
+                    continue
+                return self._commit(rel, target, new, exclusive=False)
+        raise WriteConflict(rel, _UPDATE_ATTEMPTS)
+
+    def _commit(self, rel: str, target: Path, data: bytes, *, exclusive: bool) -> Note:
+        digest = content_hash(data)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        mode = _NEW_FILE_MODE
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except FileNotFoundError:
+            pass
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        self._mark_inflight(rel, digest)
+        try:
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    if self._fsync:
+                        os.fsync(fh.fileno())
+                os.chmod(tmp, mode)
+                if exclusive:
+                    try:
+                        os.link(tmp, target)
+                    except FileExistsError as exc:
+                        raise NoteExists(rel) from exc
+                    os.unlink(tmp)
+                else:
+                    os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            if self._fsync:
+                self._fsync_dir(target.parent)
+            note = parse_note(rel, data, target.stat().st_mtime, max_bytes=len(data) + 1)
+            self.index.put(note)
+            return note
+        except OSError as exc:
+            raise VaultError(f"{rel}: cannot write note: {exc.strerror or exc}") from exc
+        finally:
+            self._clear_inflight(rel, digest)
+
+    def _delete(self, path: str) -> None:
+        rel = normalize(path)
+        target = self.path_of(rel)
+        with self._stripe(rel):
+            self.index.remove(rel)
+            try:
+                target.unlink()
+            except FileNotFoundError as exc:
+                raise NoteNotFound(rel) from exc
+
+    # -- scanning and watching ----------------------------------------------
+
+    async def rescan(self) -> AsyncIterator[ScanItem]:
+        """Every note in the vault, each read once; fills the index as it goes."""
+        walker = self._walk(self.root, True)
+        while True:
+            batch = await asyncio.to_thread(self._scan_batch, walker)
+            if not batch:
+                break
+            for item in batch:
+                yield item
+        self.index.ready = True
+
+    def watch(self) -> Watcher:
+        """A watcher (start it, or use ``async with``) yielding settled :class:`VaultEvent`s."""
+        return Watcher(
+            self.root,
+            self._settle,
+            quiet_window_s=self.quiet_window_s,
+            polling=self.watch_polling,
+            poll_interval_s=self.poll_interval_s,
+        )
+
+    def _scan_batch(self, walker: Iterator[tuple[str, str]]) -> list[ScanItem]:
+        items: list[ScanItem] = []
+        for rel, target in walker:
+            try:
+                raw, mtime = self._read_raw(rel, target)
+            except NoteNotFound:
+                continue
+            except NoteParseError as exc:
+                self.index.put_broken(rel, "")
+                items.append(ScanItem(rel, None, exc))
+            else:
+                items.append(self._parse_into_index(rel, raw, mtime))
+            if len(items) >= _SCAN_BATCH:
+                break
+        return items
+
+    def _parse_into_index(self, rel: str, raw: bytes, mtime: float) -> ScanItem:
+        try:
+            note = parse_note(rel, raw, mtime, max_bytes=self.max_note_bytes)
+        except NoteParseError as exc:
+            self.index.put_broken(rel, content_hash(raw))
+            return ScanItem(rel, None, exc)
+        self.index.put(note)
+        return ScanItem(rel, note, None)
+
+    def _settle(self, rel: str, moved_from: str | None) -> VaultEvent | None:
+        """Called by the watcher (in a thread) once ``rel`` has stopped changing."""
+        try:
+            raw, mtime = self._read_raw(rel)
+        except NoteNotFound:
+            if rel in self.index:
+                self.index.remove(rel)
+                return VaultEvent("deleted", rel)
+            return None
+        except NoteParseError as exc:
+            self.index.put_broken(rel, "")
+            return VaultEvent("modified", rel, error=exc)
+        digest = content_hash(raw)
+        if digest == self.index.hash_of(rel) or self._is_inflight(rel, digest):
+            return None
+        kind: EventKind = (
+            "moved" if moved_from else ("modified" if rel in self.index else "created")
+        )
+        item = self._parse_into_index(rel, raw, mtime)
+        return VaultEvent(kind, rel, item.note, item.error, moved_from)
+
+    # -- helpers ------------------------------------------------------------
+
+    def _read_raw(self, rel: str, target: Path | str | None = None) -> tuple[bytes, float]:
+        """Bytes and mtime of a note. ``target`` skips path resolution for paths
+        the scanner found itself (never through a symlink that leaves the vault)."""
+        if target is None:
+            target = self.path_of(rel)
+        try:
+            with open(target, "rb") as fh:
+                info = os.fstat(fh.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise NoteParseError(rel, "not a regular file")
+                raw = fh.read(self.max_note_bytes + 1)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise NoteNotFound(rel) from exc
+        except IsADirectoryError as exc:
+            raise NoteParseError(rel, "is a folder, not a note") from exc
+        except OSError as exc:
+            raise NoteParseError(rel, f"cannot read: {exc.strerror or exc}") from exc
+        if len(raw) > self.max_note_bytes:
+            raise NoteParseError(
+                rel,
+                f"note is {info.st_size} bytes, over the limit of {self.max_note_bytes} "
+                "(max_note_bytes)",
+            )
+        return raw, info.st_mtime
+
+    def _walk(self, start: Path, recursive: bool) -> Iterator[tuple[str, str]]:
+        """``(vault path, absolute path)`` of every note under ``start``, dot-folders
+        skipped, symlinked folders not followed, symlinked notes only if they stay inside."""
+        root_prefix = str(self.root) + os.sep
+        stack = [str(start)]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if recursive:
+                        stack.append(entry.path)
+                elif entry.name.endswith(".md") and entry.is_file():
+                    if entry.is_symlink() and not os.path.realpath(entry.path).startswith(
+                        root_prefix
+                    ):
+                        continue
+                    rel = entry.path[len(root_prefix) :].replace(os.sep, "/")
+                    yield rel, entry.path
+
+    def _stripe(self, rel: str) -> threading.Lock:
+        return self._stripes[zlib.crc32(rel.encode()) % _LOCK_STRIPES]
+
+    def _mark_inflight(self, rel: str, digest: str) -> None:
+        with self._inflight_lock:
+            self._inflight.setdefault(rel, set()).add(digest)
+
+    def _clear_inflight(self, rel: str, digest: str) -> None:
+        with self._inflight_lock:
+            hashes = self._inflight.get(rel)
+            if hashes is not None:
+                hashes.discard(digest)
+                if not hashes:
+                    del self._inflight[rel]
+
+    def _is_inflight(self, rel: str, digest: str) -> bool:
+        with self._inflight_lock:
+            return digest in self._inflight.get(rel, ())
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,24 @@
+"""The one exception root every vaultgate package raises from.
+
+It lives in its own top-level module because the three packages are layered
+(``vault_adapter`` and ``sandbox`` know nothing of each other or of the
+gateway) and still share a root, so a caller can catch everything vaultgate
+raises with one ``except VaultgateError``. Every error carries the data a
+caller needs to act on it, not only a message.
+
+    VaultgateError
+    ├── vault_adapter.errors.VaultError
+    │   ├── NoteParseError(path, detail)      a note that cannot be read as a note
+    │   ├── VaultPathError(path, detail)      a path that would leave the vault
+    │   ├── NoteNotFound(path)
+    │   └── WriteConflict(path, attempts)     a note kept changing under update_fields
+    ├── sandbox.errors.SandboxError
+    │   └── SandboxUnavailable(engine, reason, fix)
+    └── gateway.errors.GatewayError           (see gateway/errors.py)
+"""
+
+from __future__ import annotations
+
+
+class VaultgateError(Exception):
+    """Root of every error vaultgate raises on purpose."""
