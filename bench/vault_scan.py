@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from vault_adapter import FolderVault  # noqa: E402
+from vault_adapter import FolderVault
 
 BODY = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 8
 

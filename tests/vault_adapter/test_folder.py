@@ -47,7 +47,8 @@ async def test_update_fields_racing_a_human_edit_keeps_both(vault_dir: Path) -> 
     note = await v.update_fields("n.md", {"status": "done"})
     assert note.body == "first human edit\n"
     assert note.frontmatter == {"owner": "alice", "status": "done"}
-    assert (vault_dir / "n.md").read_text() == "---\nowner: alice\nstatus: done\n---\nfirst human edit\n"
+    expected = "---\nowner: alice\nstatus: done\n---\nfirst human edit\n"
+    assert (vault_dir / "n.md").read_text() == expected
 
 
 async def test_concurrent_field_updates_lose_nothing(vault: FolderVault) -> None:

@@ -38,7 +38,7 @@ async def test_a_note_written_in_three_chunks_yields_one_event(
     path = vault.root / "Inbox" / "chunked.md"
     path.parent.mkdir()
     chunks = ["---\nagent: researcher\n", "---\nWhat changed ", "in the contract?\n"]
-    with open(path, "w") as fh:
+    with open(path, "w") as fh:  # noqa: ASYNC230 (the test plays an editor)
         for chunk in chunks:
             fh.write(chunk)
             fh.flush()
@@ -52,9 +52,7 @@ async def test_a_note_written_in_three_chunks_yields_one_event(
     assert [e.path for e in await events_until(watcher, "sentinel.md")] == ["sentinel.md"]
 
 
-async def test_the_adapters_own_writes_are_not_echoed(
-    vault: FolderVault, watcher: Watcher
-) -> None:
+async def test_the_adapters_own_writes_are_not_echoed(vault: FolderVault, watcher: Watcher) -> None:
     (vault.root / "human.md").write_text("---\na: 1\n---\n")
     await events_until(watcher, "human.md")
     await vault.write("Messages/reply.md", {"tags": ["agent/message"]}, "reply")
