@@ -1,0 +1,481 @@
+"""The gateway engine: from vault events to queued turns, and back after a restart.
+
+Start-up order matters for "nothing lost, nothing twice": the watcher starts
+first (so no change is missed), one scan then reads every note once (loading
+definitions and collecting inbound notes), the registry's open turns are
+queued again in their original order, and only then are the scanned inbound
+notes taken in. All intake goes through one task, so arrival order is the
+order notes were seen, and a note is stamped with its message id *before*
+the registry records it: a crash in between leaves a stamped note that the
+next start records, never an unstamped note with a turn somewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gateway.backends import Backend, default_backends
+from gateway.bus import EventBus
+from gateway.definitions import (
+    DEFINITION_TAG,
+    AgentSpec,
+    Catalogue,
+    DefinitionProblem,
+    parse_definition,
+)
+from gateway.inbound import (
+    MESSAGE_TAG,
+    InboundMessage,
+    is_inbound,
+    is_inbound_path,
+    new_message_id,
+    read_message,
+)
+from gateway.queues import DrainQueues
+from gateway.registry import Registry, TurnRecord, now_iso
+from gateway.settings import Settings
+from gateway.threads import address, new_session_id
+from gateway.turns import TurnRunner, reply_path
+from vault_adapter import FolderVault, Note, NoteParseError, VaultError, VaultEvent, Watcher
+from vault_adapter.note import dump_yaml, split_frontmatter
+
+log = logging.getLogger(__name__)
+
+INDEX_FIELDS = ("status", "direction", "agent", "channel", "id")
+
+
+def _under(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip("/") + "/")
+
+
+class Gateway:
+    """One running gateway over one vault."""
+
+    def __init__(
+        self,
+        vault: FolderVault,
+        settings: Settings,
+        *,
+        backends: Mapping[str, Backend] | None = None,
+    ) -> None:
+        self.vault = vault
+        self.settings = settings
+        self.backends = dict(backends) if backends is not None else default_backends()
+        self.catalogue = Catalogue()
+        self.bus = EventBus()
+        self.state_dir = vault.root / settings.state_dir
+        self.registry: Registry | None = None
+        self.runner: TurnRunner | None = None
+        self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._ready)
+        self.started_at = time.time()
+        self._watcher: Watcher | None = None
+        self._intake_q: asyncio.Queue[Note | None] = asyncio.Queue()
+        self._waiting: dict[str, float] = {}
+        self._resumed: dict[str, asyncio.Event] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self.ready = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.registry = await Registry.open(self.state_dir / "registry.db")
+        self.runner = TurnRunner(
+            self.vault, self.registry, self.settings, self.catalogue, self.backends, self.bus
+        )
+        self._watcher = self.vault.watch()
+        await self._watcher.start()
+        inbound: list[Note] = []
+        async for item in self.vault.rescan():
+            if item.note is not None:
+                await self._load_if_definition(item.note)
+                if is_inbound(item.note, self.settings) and not self._finished(item.note):
+                    inbound.append(item.note)
+            elif item.error is not None:
+                await self._on_broken(item.error)
+        await self._recover()
+        self._tasks = [
+            asyncio.create_task(self._intake_loop(), name="intake"),
+            asyncio.create_task(self._watch_loop(), name="watch"),
+            asyncio.create_task(self._reap_waiting(), name="waiting"),
+        ]
+        inbound.sort(key=lambda n: (str(n.get("received_at") or ""), n.mtime, n.path))
+        for note in inbound:
+            self._intake_q.put_nowait(note)
+        self.ready.set()
+
+    async def stop(self) -> None:
+        """Stop taking work, let running turns finish for a while, keep the rest for later."""
+        self._stopping = True
+        if self._watcher is not None:
+            await self._watcher.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        interrupted = await self.queues.stop(self.settings.shutdown_grace_s)
+        if self.registry is not None:
+            for turn_id in interrupted:
+                await self.registry.set_turn_status(turn_id, "queued")
+                await self.registry.add_event("interrupted", turn_id=turn_id)
+            if self.runner is not None:
+                await self.runner.drain_event_writes()
+            await self.registry.close()
+
+    def _finished(self, note: Note) -> bool:
+        return read_message(note).is_final
+
+    # -- definitions -----------------------------------------------------------
+
+    async def _load_if_definition(self, note: Note) -> None:
+        if not note.has_tag(DEFINITION_TAG):
+            if self.catalogue.remove(note.path) is not None:
+                self.bus.publish("agent.removed", path=note.path)
+            return
+        entry = self.catalogue.put(note.path, parse_definition(note))
+        await self._stamp_definition(note, entry)
+        if isinstance(entry, AgentSpec):
+            self.bus.publish("agent.loaded", agent=entry.name)
+            if self._waiting:
+                await self._reroute_waiting()
+
+    async def _stamp_definition(self, note: Note, entry: AgentSpec | DefinitionProblem) -> None:
+        try:
+            if isinstance(entry, DefinitionProblem):
+                await self.vault.update_fields(note.path, {"status": "error", "error": entry.error})
+            elif note.get("status") == "error" or "error" in note.frontmatter:
+                await self.vault.update_fields(note.path, {}, remove=("status", "error"))
+        except VaultError as exc:
+            log.warning("cannot stamp definition %s: %s", note.path, exc)
+
+    async def _on_broken(self, error: NoteParseError) -> None:
+        if _under(error.path, self.settings.agents_folder):
+            self.catalogue.put(
+                error.path,
+                DefinitionProblem(error.path, Path(error.path).stem, error.detail),
+            )
+        elif is_inbound_path(error.path, self.settings):
+            await self._quarantine(error)
+
+    async def _quarantine(self, error: NoteParseError) -> None:
+        """Refuse an inbox note whose YAML is broken, keeping every byte of it."""
+        reason = (
+            f"{error.detail}. The original frontmatter is kept in broken_frontmatter: "
+            "fix it there and replace these fields with it to send the message again"
+        )
+
+        def wrap(text: str) -> str:
+            try:
+                yaml_text, body = split_frontmatter(text, error.path)
+            except NoteParseError:
+                yaml_text, body = text, ""
+            fields = {"status": "rejected", "error": reason, "broken_frontmatter": yaml_text}
+            return f"---\n{dump_yaml(fields)}---\n{body}"
+
+        try:
+            await self.vault.rewrite(error.path, wrap)
+        except VaultError as exc:
+            log.warning("cannot mark broken inbound note %s: %s", error.path, exc)
+            return
+        if self.registry is not None:
+            await self.registry.add_event("rejected", data={"note": error.path, "error": reason})
+
+    # -- events ----------------------------------------------------------------
+
+    async def _watch_loop(self) -> None:
+        assert self._watcher is not None
+        async for event in self._watcher:
+            try:
+                await self._on_event(event)
+            except Exception:
+                log.exception("could not handle change to %s", event.path)
+
+    async def _on_event(self, event: VaultEvent) -> None:
+        if event.kind == "deleted":
+            if self.catalogue.remove(event.path) is not None:
+                self.bus.publish("agent.removed", path=event.path)
+            return
+        if event.error is not None:
+            await self._on_broken(event.error)
+            return
+        note = event.note
+        if note is None:
+            return
+        await self._load_if_definition(note)
+        if is_inbound(note, self.settings) and not self._finished(note):
+            self._intake_q.put_nowait(note)
+
+    # -- intake ----------------------------------------------------------------
+
+    async def _intake_loop(self) -> None:
+        while True:
+            note = await self._intake_q.get()
+            if note is None:
+                return
+            try:
+                await self._intake(note)
+            except VaultError as exc:
+                log.warning("could not take in %s: %s", note.path, exc)
+            except Exception:
+                log.exception("could not take in %s", note.path)
+
+    def submit(self, note: Note) -> None:
+        """Take in an inbound note written by someone other than the watcher (HTTP, CLI)."""
+        self._intake_q.put_nowait(note)
+
+    async def _intake(self, note: Note) -> None:
+        assert self.registry is not None
+        msg = read_message(note)
+        if msg.is_draft:
+            return
+        if msg.id is None:
+            open_turn = await self.registry.open_turn_for_note(note.path)
+            if open_turn is not None:
+                # A save from a stale editor buffer dropped our stamp: put it back.
+                await self.vault.update_fields(
+                    note.path, {"id": open_turn.id, "status": open_turn.status}
+                )
+                return
+        else:
+            known = await self.registry.get_turn(msg.id)
+            if known is not None:
+                await self._known_message(msg, known)
+                return
+        if msg.is_final:
+            return
+        turn_id = msg.id or new_message_id()
+        received_at = str(note.get("received_at") or now_iso())
+        if not msg.text:
+            await self._reject(
+                msg,
+                turn_id,
+                received_at,
+                "empty message: write the text below the frontmatter, then remove "
+                "'status' and 'error' to send it",
+            )
+            return
+        await self._route(msg, turn_id, received_at)
+
+    async def _known_message(self, msg: InboundMessage, turn: TurnRecord) -> None:
+        if turn.finalized and not msg.is_final:
+            fields: dict[str, Any] = {"status": turn.status}
+            if turn.reply_note:
+                fields["reply"] = f"[[{turn.reply_note.removesuffix('.md')}]]"
+            if turn.error:
+                fields["error"] = turn.error
+            await self.vault.update_fields(msg.note.path, fields)
+        elif not turn.finalized and turn.id not in self.queues and turn.id not in self._waiting:
+            await self._requeue(turn)
+
+    async def _route(self, msg: InboundMessage, turn_id: str, received_at: str) -> None:
+        assert self.registry is not None
+        if not msg.agent and not msg.channel:
+            names = ", ".join(s.name for s in self.catalogue.agents()) or "none defined yet"
+            await self._reject(
+                msg,
+                turn_id,
+                received_at,
+                f"no agent: add 'agent: <name>' or 'channel: <channel>' (agents: {names})",
+            )
+            return
+        spec = (
+            self.catalogue.by_name(msg.agent)
+            if msg.agent
+            else self.catalogue.by_channel(msg.channel or "")
+        )
+        if spec is None:
+            problem = self.catalogue.problem_named(msg.agent or "")
+            if problem is not None:
+                await self._reject(
+                    msg,
+                    turn_id,
+                    received_at,
+                    f"agent {problem.name!r} has a broken definition ({problem.path}): "
+                    f"{problem.error}",
+                )
+                return
+            await self._stamp_arrival(msg, turn_id, received_at, None)
+            await self.registry.add_turn(turn_id, msg.note.path, received_at, status="waiting")
+            await self.registry.wait_turn(
+                turn_id, agent=msg.agent, channel=msg.channel, subject=msg.subject
+            )
+            # A re-route after another definition loaded keeps the first deadline.
+            self._waiting.setdefault(turn_id, time.monotonic() + self.settings.agent_wait_s)
+            return
+        if not spec.enabled:
+            await self._reject(
+                msg, turn_id, received_at, f"agent {spec.name!r} is disabled ({spec.path})"
+            )
+            return
+        if msg.channel and msg.agent and msg.channel not in spec.channels:
+            await self._reject(
+                msg,
+                turn_id,
+                received_at,
+                f"channel {msg.channel!r} is not one of agent {spec.name!r}'s channels "
+                f"({', '.join(spec.channels)})",
+            )
+            return
+        channel = msg.channel if msg.channel in spec.channels else spec.channels[0]
+        where = address(spec, channel, msg.subject, self.settings.threads_folder, turn_id)
+        await self._stamp_arrival(msg, turn_id, received_at, where.link)
+        await self.registry.add_turn(turn_id, msg.note.path, received_at)
+        thread = await self.registry.ensure_thread(
+            where.thread_id,
+            agent=spec.name,
+            channel=channel,
+            subject=msg.subject,
+            mode=spec.mode,
+            note=where.note_path,
+            session_id=new_session_id(),
+        )
+        await self.registry.route_turn(
+            turn_id,
+            agent=spec.name,
+            channel=channel,
+            subject=msg.subject,
+            sender=msg.sender,
+            thread_id=thread.id,
+            drain_key=where.drain_key,
+        )
+        self._waiting.pop(turn_id, None)
+        self.queues.put(where.drain_key, turn_id)
+        self.bus.publish("turn.queued", turn=turn_id, thread=thread.id, agent=spec.name)
+
+    async def _stamp_arrival(
+        self, msg: InboundMessage, turn_id: str, received_at: str, thread_link: str | None
+    ) -> None:
+        tags = list(msg.note.tags)
+        if not msg.note.has_tag(MESSAGE_TAG):
+            tags.append(MESSAGE_TAG)
+        fields: dict[str, Any] = {
+            "tags": tags,
+            "direction": "inbound",
+            "id": turn_id,
+            "status": "queued",
+            "received_at": received_at,
+        }
+        if thread_link:
+            fields["thread"] = thread_link
+        await self.vault.update_fields(msg.note.path, fields)
+
+    async def _reject(
+        self, msg: InboundMessage, turn_id: str, received_at: str, reason: str
+    ) -> None:
+        assert self.registry is not None
+        await self._stamp_arrival(msg, turn_id, received_at, None)
+        await self.vault.update_fields(
+            msg.note.path, {"status": "rejected", "error": reason, "finished_at": now_iso()}
+        )
+        await self.registry.add_turn(turn_id, msg.note.path, received_at, status="rejected")
+        await self.registry.set_turn_status(turn_id, "rejected", error=reason)
+        await self.registry.add_event("rejected", turn_id=turn_id, data={"reason": reason})
+        self._waiting.pop(turn_id, None)
+        self.bus.publish("turn.rejected", turn=turn_id, note=msg.note.path, error=reason)
+
+    # -- waiting for definitions ----------------------------------------------
+
+    async def _reroute_waiting(self) -> None:
+        for turn_id in list(self._waiting):
+            turn = await self._registry().get_turn(turn_id)
+            if turn is None:
+                self._waiting.pop(turn_id, None)
+                continue
+            await self._requeue(turn)
+
+    async def _reap_waiting(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, max(self.settings.agent_wait_s / 4, 0.05)))
+            now = time.monotonic()
+            for turn_id, deadline in list(self._waiting.items()):
+                if deadline > now:
+                    continue
+                self._waiting.pop(turn_id, None)
+                turn = await self._registry().get_turn(turn_id)
+                if turn is None or turn.status != "waiting":
+                    continue
+                try:
+                    note = await self.vault.read(turn.note)
+                except VaultError:
+                    continue
+                target = turn.agent or turn.channel
+                kind = "agent" if turn.agent else "channel"
+                names = ", ".join(s.name for s in self.catalogue.agents()) or "none"
+                await self._reject(
+                    read_message(note),
+                    turn_id,
+                    turn.received_at,
+                    f"no {kind} named {target!r} (waited {self.settings.agent_wait_s:g} s for "
+                    f"its definition; agents: {names})",
+                )
+
+    # -- recovery --------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Queue again every turn the registry says is not finished, oldest first."""
+        for turn in await self._registry().open_turns():
+            await self._requeue(turn)
+
+    async def _requeue(self, turn: TurnRecord) -> None:
+        if turn.status == "rejected":
+            return
+        if turn.drain_key is not None and turn.thread_id is not None:
+            if turn.status == "running":
+                await self._registry().add_event(
+                    "interrupted", thread_id=turn.thread_id, turn_id=turn.id
+                )
+            self.queues.put(turn.drain_key, turn.id)
+            return
+        # Recorded but never routed (a crash between the two, or waiting for
+        # an agent): route it again from its note.
+        try:
+            note = await self.vault.read(turn.note)
+        except VaultError as exc:
+            await self._registry().set_turn_status(turn.id, "rejected", error=str(exc))
+            return
+        await self._route(read_message(note), turn.id, turn.received_at)
+
+    # -- running turns ----------------------------------------------------------
+
+    async def _run_turn(self, turn_id: str) -> None:
+        assert self.runner is not None
+        await self.runner.run(turn_id)
+
+    async def _ready(self, turn_id: str) -> None:
+        """Wait while the turn's thread is paused."""
+        turn = await self._registry().get_turn(turn_id)
+        if turn is None or turn.thread_id is None or turn.has_result:
+            return
+        while True:
+            thread = await self._registry().get_thread(turn.thread_id)
+            if thread is None or thread.status != "paused":
+                return
+            event = self._resumed.setdefault(thread.id, asyncio.Event())
+            event.clear()
+            await event.wait()
+
+    def _registry(self) -> Registry:
+        assert self.registry is not None, "gateway not started"
+        return self.registry
+
+    # -- queries used by the CLI and HTTP ---------------------------------------
+
+    def reply_path(self, turn: TurnRecord) -> str:
+        return reply_path(self.settings, turn)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "agents": len(self.catalogue.agents()),
+            "broken_agents": [
+                {"path": p.path, "error": p.error} for p in self.catalogue.problems()
+            ],
+            "queued": self.queues.depth(),
+            "running": len(self.queues.running),
+            "waiting": len(self._waiting),
+        }

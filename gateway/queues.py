@@ -1,0 +1,112 @@
+"""Drain queues: turns with the same key one at a time, in arrival order.
+
+Each drain key has a FIFO and at most one worker task. Workers of different
+keys run concurrently, but every turn first takes one of
+``max_concurrent_turns`` slots. Before taking a slot a worker waits on the
+``ready`` hook, so a paused thread holds its own queue without holding a slot
+that another thread could use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[str], Awaitable[None]]
+
+
+class DrainQueues:
+    def __init__(self, limit: int, run: Runner, ready: Runner) -> None:
+        self._run = run
+        self._ready = ready
+        self._slots = asyncio.Semaphore(limit)
+        self._queues: dict[str, deque[str]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._queued: set[str] = set()
+        self.running: set[str] = set()
+        self.limit = limit
+        self.peak = 0
+        self._stopping = False
+        self.interrupted: list[str] = []
+
+    def put(self, key: str, turn_id: str) -> bool:
+        """Queue a turn; False when it is already queued (recovery and events may overlap)."""
+        if turn_id in self._queued:
+            return False
+        self._queued.add(turn_id)
+        self._queues.setdefault(key, deque()).append(turn_id)
+        if key not in self._workers:
+            self._workers[key] = asyncio.create_task(self._drain(key), name=f"drain:{key}")
+        return True
+
+    def __contains__(self, turn_id: str) -> bool:
+        return turn_id in self._queued
+
+    def depth(self, key: str | None = None) -> int:
+        if key is None:
+            return len(self._queued)
+        return len(self._queues.get(key, ()))
+
+    def keys(self) -> list[str]:
+        return list(self._queues)
+
+    async def _drain(self, key: str) -> None:
+        queue = self._queues[key]
+        try:
+            while queue and not self._stopping:
+                turn_id = queue[0]
+                await self._ready(turn_id)
+                async with self._slots:
+                    if self._stopping:
+                        break
+                    self.running.add(turn_id)
+                    self.peak = max(self.peak, len(self.running))
+                    try:
+                        await self._run(turn_id)
+                    except asyncio.CancelledError:
+                        self.interrupted.append(turn_id)
+                        raise
+                    except Exception:
+                        log.exception("turn %s failed unexpectedly; it stays open", turn_id)
+                    finally:
+                        self.running.discard(turn_id)
+                queue.popleft()
+                self._queued.discard(turn_id)
+        finally:
+            if not queue:
+                self._queues.pop(key, None)
+            self._workers.pop(key, None)
+
+    async def stop(self, grace_s: float) -> list[str]:
+        """Start nothing new; let running turns finish for ``grace_s``, then cancel.
+
+        Returns the ids of turns cancelled while running (interrupted).
+        """
+        self._stopping = True
+        busy = {t for t in self._workers.values() if self._head_running(t)}
+        for task in self._workers.values():
+            if task not in busy:
+                task.cancel()
+        if busy:
+            await asyncio.wait(busy, timeout=grace_s)
+        self.hurry()
+        workers = list(self._workers.values())
+        if workers:
+            await asyncio.gather(*workers, return_exceptions=True)
+        return list(self.interrupted)
+
+    def hurry(self) -> None:
+        """Cancel every worker now, running turns included."""
+        for task in self._workers.values():
+            task.cancel()
+
+    def _head_running(self, task: asyncio.Task[None]) -> bool:
+        for key, worker in self._workers.items():
+            if worker is task:
+                queue = self._queues.get(key)
+                return queue is not None and bool(queue) and queue[0] in self.running
+        return False

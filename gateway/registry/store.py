@@ -1,0 +1,484 @@
+"""The thread registry: a SQLite process table of threads, turns and events.
+
+It is what makes restarts safe. Every inbound message is one ``turns`` row,
+keyed by the message id, from arrival to the moment its notes are written
+(``finalized``); a turn's outcome and usage are recorded, and the thread's
+aggregates rolled up, in one transaction, before any note is written, so
+notes can always be (re)written from the registry after a crash and the
+aggregates can never count a turn twice.
+
+SQLite runs in WAL mode off the event loop: all writes go through one
+thread with its own connection, in arrival order; reads use a second thread
+and connection, which WAL lets run beside a write. ``synchronous=NORMAL``
+keeps every committed transaction across a killed process (the OS still has
+it); a power cut may lose the last few, which the start-up scan re-derives
+from the notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from gateway.errors import RegistryError
+from gateway.registry.migrations import migrate
+
+T = TypeVar("T")
+
+TurnStatus = Literal["waiting", "queued", "running", "done", "error", "rejected"]
+ThreadStatus = Literal["idle", "working", "paused", "error", "terminated"]
+FINAL_TURN = ("done", "error", "rejected")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRecord:
+    id: str
+    agent: str
+    channel: str
+    subject: str | None
+    mode: str
+    note: str
+    status: str
+    session_id: str | None
+    session_started: bool
+    turn_count: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    model: str | None
+    last_error: str | None
+    created_at: str
+    updated_at: str
+    last_turn_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    seq: int
+    id: str
+    note: str
+    status: str
+    agent: str | None
+    channel: str | None
+    subject: str | None
+    sender: str | None
+    message: str | None
+    thread_id: str | None
+    drain_key: str | None
+    received_at: str
+    started_at: str | None
+    finished_at: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    session_id: str | None
+    reply_text: str | None
+    reply_note: str | None
+    error: str | None
+    finalized: bool
+
+    @property
+    def has_result(self) -> bool:
+        return self.status in ("done", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    ts: str
+    thread_id: str | None
+    turn_id: str | None
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOutcome:
+    """What a finished turn produced, as the registry records it."""
+
+    status: Literal["done", "error"]
+    reply_text: str
+    error: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    session_id: str | None = None
+    model: str | None = None
+    message: str | None = None
+    """The inbound text as the turn saw it (kept for listings and history)."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+def _thread(row: sqlite3.Row) -> ThreadRecord:
+    data = dict(row)
+    data["session_started"] = bool(data["session_started"])
+    return ThreadRecord(**data)
+
+
+def _turn(row: sqlite3.Row) -> TurnRecord:
+    data = dict(row)
+    data["finalized"] = bool(data["finalized"])
+    return TurnRecord(**data)
+
+
+class Registry:
+    """Async access to the registry database; create with :meth:`open`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-write")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-read")
+        self._wdb: sqlite3.Connection | None = None
+        self._rdb: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> Registry:
+        registry = cls(path)
+        await registry._start()
+        return registry
+
+    async def _start(self) -> None:
+        def setup() -> None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._wdb = _connect(self.path)
+            migrate(self._wdb)
+
+        await self._run(self._writer, setup)
+
+        def setup_reader() -> None:
+            self._rdb = _connect(self.path)
+
+        await self._run(self._reader, setup_reader)
+
+    async def close(self) -> None:
+        for executor, attr in ((self._writer, "_wdb"), (self._reader, "_rdb")):
+            db = getattr(self, attr)
+            if db is not None:
+                await self._run(executor, db.close)
+                setattr(self, attr, None)
+            executor.shutdown(wait=True)
+
+    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(executor, fn)
+        except sqlite3.Error as exc:
+            raise RegistryError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def job() -> T:
+            assert self._wdb is not None, "registry is closed"
+            db = self._wdb
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        return await self._run(self._writer, job)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def job() -> T:
+            assert self._rdb is not None, "registry is closed"
+            return fn(self._rdb)
+
+        return await self._run(self._reader, job)
+
+    # -- turns ----------------------------------------------------------------
+
+    async def add_turn(
+        self, turn_id: str, note: str, received_at: str, status: TurnStatus = "queued"
+    ) -> tuple[TurnRecord, bool]:
+        """Record an arrived message; ``(record, created)``, the existing row if known."""
+
+        def op(db: sqlite3.Connection) -> tuple[TurnRecord, bool]:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO turns (id, note, status, received_at) VALUES (?, ?, ?, ?)",
+                (turn_id, note, status, received_at),
+            )
+            row = db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+            return _turn(row), cur.rowcount == 1
+
+        return await self._write(op)
+
+    async def get_turn(self, turn_id: str) -> TurnRecord | None:
+        row = await self._read(
+            lambda db: db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+        )
+        return _turn(row) if row else None
+
+    async def route_turn(
+        self,
+        turn_id: str,
+        *,
+        agent: str,
+        channel: str,
+        subject: str | None,
+        sender: str | None,
+        thread_id: str,
+        drain_key: str,
+    ) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE turns SET agent=?, channel=?, subject=?, sender=?, thread_id=?,"
+                " drain_key=?, status='queued' WHERE id=?",
+                (agent, channel, subject, sender, thread_id, drain_key, turn_id),
+            )
+        )
+
+    async def wait_turn(
+        self, turn_id: str, *, agent: str | None, channel: str | None, subject: str | None
+    ) -> None:
+        """Park a message whose agent is not defined (yet)."""
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE turns SET status='waiting', agent=?, channel=?, subject=? WHERE id=?",
+                (agent, channel, subject, turn_id),
+            )
+        )
+
+    async def open_turn_for_note(self, note: str) -> TurnRecord | None:
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT * FROM turns WHERE note = ? AND finalized = 0 ORDER BY seq DESC LIMIT 1",
+                (note,),
+            ).fetchone()
+        )
+        return _turn(row) if row else None
+
+    async def set_turn_status(
+        self,
+        turn_id: str,
+        status: TurnStatus,
+        *,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        started = now_iso() if status == "running" else None
+        finalized = 1 if status == "rejected" else 0
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE turns SET status=?, error=COALESCE(?, error), message=COALESCE(?, message),"
+                " started_at=COALESCE(?, started_at), finalized=MAX(finalized, ?) WHERE id=?",
+                (status, error, message, started, finalized, turn_id),
+            )
+        )
+
+    async def record_outcome(self, turn_id: str, outcome: TurnOutcome) -> TurnRecord:
+        """Store a turn's result and roll it into its thread, exactly once."""
+
+        def op(db: sqlite3.Connection) -> TurnRecord:
+            row = db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+            if row is None:
+                raise RegistryError(f"no turn {turn_id}")
+            turn = _turn(row)
+            if turn.has_result:
+                return turn
+            finished = now_iso()
+            db.execute(
+                "UPDATE turns SET status=?, finished_at=?, input_tokens=?, output_tokens=?,"
+                " cost_usd=?, session_id=?, reply_text=?, error=?,"
+                " message=COALESCE(?, message) WHERE id=?",
+                (
+                    outcome.status,
+                    finished,
+                    outcome.input_tokens,
+                    outcome.output_tokens,
+                    outcome.cost_usd,
+                    outcome.session_id,
+                    outcome.reply_text,
+                    outcome.error,
+                    outcome.message,
+                    turn_id,
+                ),
+            )
+            if turn.thread_id is not None:
+                db.execute(
+                    "UPDATE threads SET turn_count=turn_count+1, input_tokens=input_tokens+?,"
+                    " output_tokens=output_tokens+?, cost_usd=cost_usd+?, last_turn_at=?,"
+                    " updated_at=?, model=COALESCE(?, model), last_error=?,"
+                    " session_started = CASE WHEN ? THEN 1 ELSE session_started END"
+                    " WHERE id=?",
+                    (
+                        outcome.input_tokens,
+                        outcome.output_tokens,
+                        outcome.cost_usd,
+                        finished,
+                        finished,
+                        outcome.model,
+                        outcome.error,
+                        outcome.session_id is not None and outcome.status == "done",
+                        turn.thread_id,
+                    ),
+                )
+            return _turn(db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone())
+
+        return await self._write(op)
+
+    async def finalize_turn(self, turn_id: str, reply_note: str | None) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE turns SET finalized=1, reply_note=COALESCE(?, reply_note) WHERE id=?",
+                (reply_note, turn_id),
+            )
+        )
+
+    async def open_turns(self) -> list[TurnRecord]:
+        """Turns whose notes are not all written yet, oldest first."""
+        rows = await self._read(
+            lambda db: db.execute("SELECT * FROM turns WHERE finalized = 0 ORDER BY seq").fetchall()
+        )
+        return [_turn(r) for r in rows]
+
+    async def thread_turns(
+        self, thread_id: str, *, limit: int = 100, before_seq: int | None = None
+    ) -> list[TurnRecord]:
+        """A thread's turns, oldest first (the last ``limit`` of them)."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT * FROM (SELECT * FROM turns WHERE thread_id = ? AND seq < ?"
+                " ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                (thread_id, before_seq if before_seq is not None else 2**62, limit),
+            ).fetchall()
+        )
+        return [_turn(r) for r in rows]
+
+    async def count_turns(self, status: str | None = None) -> int:
+        sql = "SELECT COUNT(*) FROM turns"
+        args: tuple[str, ...] = ()
+        if status is not None:
+            sql, args = sql + " WHERE status = ?", (status,)
+        return int((await self._read(lambda db: db.execute(sql, args).fetchone()))[0])
+
+    # -- threads --------------------------------------------------------------
+
+    async def ensure_thread(
+        self,
+        thread_id: str,
+        *,
+        agent: str,
+        channel: str,
+        subject: str | None,
+        mode: str,
+        note: str,
+        session_id: str,
+    ) -> ThreadRecord:
+        def op(db: sqlite3.Connection) -> ThreadRecord:
+            stamp = now_iso()
+            db.execute(
+                "INSERT OR IGNORE INTO threads (id, agent, channel, subject, mode, note,"
+                " session_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (thread_id, agent, channel, subject, mode, note, session_id, stamp, stamp),
+            )
+            return _thread(
+                db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            )
+
+        return await self._write(op)
+
+    async def get_thread(self, thread_id: str) -> ThreadRecord | None:
+        row = await self._read(
+            lambda db: db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+        )
+        return _thread(row) if row else None
+
+    async def update_thread(self, thread_id: str, **fields: Any) -> ThreadRecord | None:
+        allowed = {"status", "session_id", "session_started", "last_error", "model"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update thread fields {sorted(unknown)}")
+
+        def op(db: sqlite3.Connection) -> ThreadRecord | None:
+            if fields:
+                assignments = ", ".join(f"{k} = ?" for k in fields)
+                db.execute(
+                    f"UPDATE threads SET {assignments}, updated_at = ? WHERE id = ?",
+                    (*fields.values(), now_iso(), thread_id),
+                )
+            row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            return _thread(row) if row else None
+
+        return await self._write(op)
+
+    async def list_threads(
+        self,
+        *,
+        agent: str | None = None,
+        channel: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        limit: int = 100,
+    ) -> list[ThreadRecord]:
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("agent", agent), ("channel", channel), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            clauses.append("updated_at >= ?")
+            args.append(since)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT * FROM threads{where} ORDER BY updated_at DESC LIMIT ?"
+        rows = await self._read(lambda db: db.execute(sql, (*args, limit)).fetchall())
+        return [_thread(r) for r in rows]
+
+    # -- events ---------------------------------------------------------------
+
+    async def add_event(
+        self,
+        kind: str,
+        *,
+        thread_id: str | None = None,
+        turn_id: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> int:
+        payload = json.dumps(data or {}, default=str)
+
+        def op(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "INSERT INTO events (ts, thread_id, turn_id, kind, data) VALUES (?, ?, ?, ?, ?)",
+                (now_iso(), thread_id, turn_id, kind, payload),
+            )
+            return int(cur.lastrowid or 0)
+
+        return await self._write(op)
+
+    async def events(
+        self, *, thread_id: str | None = None, after_id: int = 0, limit: int = 200
+    ) -> list[EventRecord]:
+        sql = "SELECT * FROM events WHERE id > ?"
+        args: Sequence[Any] = (after_id,)
+        if thread_id is not None:
+            sql += " AND thread_id = ?"
+            args = (after_id, thread_id)
+        sql += " ORDER BY id LIMIT ?"
+        rows = await self._read(lambda db: db.execute(sql, (*args, limit)).fetchall())
+        return [
+            EventRecord(
+                r["id"], r["ts"], r["thread_id"], r["turn_id"], r["kind"], json.loads(r["data"])
+            )
+            for r in rows
+        ]

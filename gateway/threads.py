@@ -1,0 +1,131 @@
+"""Threads: which thread a message belongs to, and what its note says.
+
+A thread is one conversation: one Claude session, one note under
+``Threads/<channel>/<leaf>.md``. The leaf is ``<name>`` for a single-threaded
+agent, ``<name>--<slug(subject)>`` for a multi-threaded agent with a subject,
+and a fresh id per message for a multi-threaded agent without one. The drain
+key decides which turns must run one after another.
+
+The thread note is a projection of the registry: its counters are written
+from the registry's aggregates (never incremented in the note), and each
+turn appends one section to the body, marked with the turn's id, so that
+writing it again after a crash changes nothing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.definitions import AgentSpec
+from gateway.registry import ThreadRecord
+from vault_adapter import slug
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadAddress:
+    thread_id: str
+    channel: str
+    leaf: str
+    drain_key: str
+    note_path: str
+
+    @property
+    def link(self) -> str:
+        return f"[[{self.note_path.removesuffix('.md')}]]"
+
+
+def address(
+    spec: AgentSpec, channel: str, subject: str | None, threads_folder: str, message_id: str
+) -> ThreadAddress:
+    """Where a message for ``spec`` on ``channel`` about ``subject`` goes (SPEC 3 and 4)."""
+    if spec.mode == "single-threaded":
+        leaf = spec.name
+        key = channel
+    elif subject:
+        leaf = f"{spec.name}--{slug(subject)}"
+        key = leaf
+    else:
+        leaf = f"{spec.name}--{message_id}"
+        key = channel
+    return ThreadAddress(
+        thread_id=f"{channel}:{leaf}",
+        channel=channel,
+        leaf=leaf,
+        drain_key=key,
+        note_path=f"{threads_folder}/{channel}/{leaf}.md",
+    )
+
+
+def new_session_id() -> str:
+    return str(uuid.uuid4())
+
+
+def turn_marker(turn_id: str) -> str:
+    return f"<!-- vaultgate:turn {turn_id} -->"
+
+
+def _quote_block(text: str) -> str:
+    return text.strip() or "_(empty)_"
+
+
+def conversation_section(
+    *,
+    turn_id: str,
+    received_at: str,
+    sender: str,
+    message: str,
+    finished_at: str,
+    agent: str,
+    reply: str,
+    failed: bool,
+    notice: str | None = None,
+) -> str:
+    """One turn as readable Markdown: the message, then the reply (or the failure)."""
+    who = "failed" if failed else agent
+    parts = [
+        "",
+        turn_marker(turn_id),
+        f"### {_short(received_at)} · {sender}",
+        "",
+        _quote_block(message),
+        "",
+        f"### {_short(finished_at)} · {who}",
+        "",
+    ]
+    if notice:
+        parts += [f"> [!note] {notice}", ""]
+    parts += [_quote_block(reply), ""]
+    return "\n".join(parts)
+
+
+def _short(stamp: str) -> str:
+    return stamp.replace("T", " ")[:16]
+
+
+def thread_fields(record: ThreadRecord, spec: AgentSpec | None) -> dict[str, Any]:
+    """The frontmatter the gateway owns on a thread note, from the registry."""
+    return {
+        "tags": ["agent/thread"],
+        "agent": record.agent,
+        "channel": record.channel,
+        "subject": record.subject,
+        "mode": record.mode,
+        "definition": spec.link if spec else None,
+        "status": record.status,
+        "turn_count": record.turn_count,
+        "input_tokens": record.input_tokens,
+        "output_tokens": record.output_tokens,
+        "cost_usd": round(record.cost_usd, 6),
+        "session": record.session_id,
+        "started_at": record.created_at,
+        "last_turn_at": record.last_turn_at,
+        "model": record.model,
+        "last_error": record.last_error,
+    }
+
+
+def thread_heading(record: ThreadRecord) -> str:
+    title = f"{record.agent} · {record.subject}" if record.subject else record.agent
+    return f"# {title}\n"

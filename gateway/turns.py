@@ -1,0 +1,319 @@
+"""Running one turn and writing what it produced.
+
+A turn has two halves. *Execute*: read the inbound note, check the thread's
+budget, compose the prompt, run the backend within the duration limit, and
+record the outcome in the registry (which rolls it into the thread in the
+same transaction). *Finish*: write the reply note, upsert the thread note,
+stamp the inbound note, mark the turn finalized. Every finishing write is
+idempotent (the reply is created only if absent; the thread's section is
+appended only if its marker is absent; stamps are plain field sets), so a
+crash anywhere is repaired by running the half that did not complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from gateway import limits as limit_rules
+from gateway.backends import Backend, InterimEvent, TurnRequest, TurnResult
+from gateway.bus import EventBus
+from gateway.definitions import AgentSpec, Catalogue
+from gateway.inbound import read_message
+from gateway.prompt import system_prompt, user_message
+from gateway.registry import Registry, ThreadRecord, TurnOutcome, TurnRecord, now_iso
+from gateway.settings import Settings
+from gateway.threads import (
+    conversation_section,
+    new_session_id,
+    thread_fields,
+    thread_heading,
+    turn_marker,
+)
+from vault_adapter import FolderVault, NoteNotFound, NoteParseError, VaultError, slug
+from vault_adapter.folder import NoteExists
+
+log = logging.getLogger(__name__)
+
+_FINISH_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+
+
+def reply_path(settings: Settings, turn: TurnRecord) -> str:
+    return f"{settings.messages_folder}/{turn.channel}/{turn.received_at[:10]}/{turn.id}.md"
+
+
+def _link(path: str) -> str:
+    return f"[[{path.removesuffix('.md')}]]"
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        vault: FolderVault,
+        registry: Registry,
+        settings: Settings,
+        catalogue: Catalogue,
+        backends: Mapping[str, Backend],
+        bus: EventBus,
+    ) -> None:
+        self.vault = vault
+        self.registry = registry
+        self.settings = settings
+        self.catalogue = catalogue
+        self.backends = backends
+        self.bus = bus
+        self._event_writes: set[asyncio.Task[int]] = set()
+
+    async def run(self, turn_id: str) -> None:
+        turn = await self.registry.get_turn(turn_id)
+        if turn is None or turn.finalized:
+            return
+        if not turn.has_result:
+            outcome = await self._execute(turn)
+            turn = await self.registry.record_outcome(turn_id, outcome)
+        for delay in (*_FINISH_BACKOFF_S, None):
+            try:
+                await self._finish(turn)
+                return
+            except (VaultError, OSError) as exc:
+                # A full disk, a permission problem: the turn's result is safe in
+                # the registry, so keep its place in the queue and try again.
+                await self._event(turn, "warning", {"finish_failed": str(exc)})
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+
+    # -- execute --------------------------------------------------------------
+
+    async def _execute(self, turn: TurnRecord) -> TurnOutcome:
+        assert turn.thread_id is not None and turn.agent is not None
+        spec = self.catalogue.by_name(turn.agent)
+        thread = await self.registry.get_thread(turn.thread_id)
+        if spec is None or thread is None:
+            return TurnOutcome("error", "", error=f"agent {turn.agent!r} is no longer defined")
+        try:
+            note = await self.vault.read(turn.note)
+        except NoteNotFound:
+            return TurnOutcome("error", "", error="the inbound note was deleted before its turn")
+        except NoteParseError as exc:
+            return TurnOutcome("error", "", error=f"the inbound note became unreadable: {exc}")
+        message = read_message(note)
+        if not message.text:
+            return TurnOutcome("error", "", error="the message is empty")
+        exhausted = limit_rules.budget_exhausted(self.settings, spec, thread)
+        if exhausted:
+            await self.registry.update_thread(thread.id, status="paused", last_error=exhausted)
+            self.bus.publish("thread.status", thread=thread.id, status="paused", reason=exhausted)
+            await self._event(turn, "budget", {"reason": exhausted})
+            return TurnOutcome(
+                "error", "", error=f"{exhausted}; the thread is paused", message=message.text
+            )
+        backend = self.backends.get(spec.backend)
+        if backend is None:
+            return TurnOutcome(
+                "error",
+                "",
+                error=f"backend {spec.backend!r} is not available in this gateway",
+                message=message.text,
+            )
+
+        await self.registry.set_turn_status(turn.id, "running", message=message.text)
+        await self.registry.update_thread(thread.id, status="working")
+        self.bus.publish("turn.started", turn=turn.id, thread=thread.id, agent=spec.name)
+        await self._stamp(turn, {"status": "running"})
+
+        dossier = await self._dossier(message.subject)
+        limits = limit_rules.resolve(self.settings, spec, thread)
+        request = TurnRequest(
+            thread_id=thread.id,
+            agent=spec.name,
+            system_prompt=system_prompt(spec.role, dossier),
+            message=user_message(
+                message.text,
+                sender=message.sender,
+                resumed=thread.session_started,
+                thread_id=thread.id,
+                subject=message.subject,
+                note=turn.note,
+            ),
+            session_id=thread.session_id or new_session_id(),
+            resume=thread.session_started,
+            workspace=None,
+            limits=limits,
+            model=spec.model,
+            tools=tuple(spec.tools) if spec.tools is not None else None,
+            permission_mode=spec.permission_mode,
+            sender=message.sender,
+            options={"script": spec.script},
+        )
+        result = await self._run_backend(backend, request, turn)
+        if result.is_error:
+            error = result.error or "the backend reported an error"
+            return TurnOutcome(
+                "error",
+                result.text,
+                error=error,
+                input_tokens=result.usage.input_tokens,
+                output_tokens=result.usage.output_tokens,
+                cost_usd=result.cost_usd,
+                session_id=result.session_id,
+                model=result.model,
+                message=message.text,
+            )
+        return TurnOutcome(
+            "done",
+            result.text,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            cost_usd=result.cost_usd,
+            session_id=result.session_id or request.session_id,
+            model=result.model or spec.model,
+            message=message.text,
+        )
+
+    async def _run_backend(
+        self, backend: Backend, request: TurnRequest, turn: TurnRecord
+    ) -> TurnResult:
+        def sink(event: InterimEvent) -> None:
+            self.bus.publish(
+                f"turn.{event.kind}", turn=turn.id, thread=turn.thread_id, **event.data
+            )
+            if event.kind in ("tool_use", "tool_result", "retry", "warning"):
+                task = asyncio.create_task(self._event(turn, event.kind, event.data))
+                self._event_writes.add(task)
+                task.add_done_callback(self._event_writes.discard)
+
+        try:
+            async with asyncio.timeout(request.limits.duration_s):
+                return await backend.run(request, sink)
+        except TimeoutError:
+            return TurnResult(
+                text="",
+                is_error=True,
+                error=f"stopped: the turn ran past its duration limit of "
+                f"{request.limits.duration_s:g} s (limits.duration_s)",
+                session_id=request.session_id,
+            )
+
+    async def _dossier(self, subject: str | None) -> str | None:
+        if not subject:
+            return None
+        folder = self.settings.subjects_folder
+        candidates = [f"{folder}/{slug(subject)}.md"]
+        if "/" not in subject and "\\" not in subject and not subject.startswith("."):
+            candidates.insert(0, f"{folder}/{subject}.md")
+        for path in candidates:
+            try:
+                return (await self.vault.read(path)).body
+            except (NoteNotFound, VaultError):
+                continue
+        return None
+
+    # -- finish ---------------------------------------------------------------
+
+    async def _finish(self, turn: TurnRecord) -> None:
+        assert turn.thread_id is not None
+        failed = turn.status == "error"
+        thread = await self.registry.get_thread(turn.thread_id)
+        if thread is None:
+            raise VaultError(f"thread {turn.thread_id} vanished from the registry")
+        if thread.status == "working":
+            thread = (
+                await self.registry.update_thread(thread.id, status="error" if failed else "idle")
+                or thread
+            )
+        spec = self.catalogue.by_name(thread.agent)
+        reply = reply_path(self.settings, turn)
+        await self._write_reply(turn, reply, failed, thread.note)
+        await self._upsert_thread(thread, spec, turn, failed)
+        fields: dict[str, Any] = {
+            "status": turn.status,
+            "thread": _link(thread.note),
+            "reply": _link(reply),
+            "finished_at": turn.finished_at,
+        }
+        if failed:
+            fields["error"] = turn.error
+        await self._stamp(turn, fields)
+        await self.registry.finalize_turn(turn.id, reply)
+        self.bus.publish(
+            "turn.done",
+            turn=turn.id,
+            thread=thread.id,
+            status=turn.status,
+            reply=reply,
+            error=turn.error,
+        )
+
+    async def _write_reply(
+        self, turn: TurnRecord, path: str, failed: bool, thread_note: str
+    ) -> None:
+        body = turn.reply_text or ""
+        if failed:
+            body = f"**This turn failed:** {turn.error}\n\n{body}".rstrip() + "\n"
+        fields = {
+            "tags": ["agent/message"],
+            "direction": "outbound",
+            "id": turn.id,
+            "agent": turn.agent,
+            "channel": turn.channel,
+            "subject": turn.subject,
+            "in_reply_to": _link(turn.note),
+            "thread": _link(thread_note),
+            "status": turn.status,
+            "ts": turn.finished_at,
+        }
+        if failed:
+            fields["error"] = turn.error
+        try:
+            await self.vault.create(path, fields, body if body.endswith("\n") else body + "\n")
+        except NoteExists:
+            pass  # written before a crash: exactly one reply per message
+
+    async def _upsert_thread(
+        self, thread: ThreadRecord, spec: AgentSpec | None, turn: TurnRecord, failed: bool
+    ) -> None:
+        fields = thread_fields(thread, spec)
+        section = conversation_section(
+            turn_id=turn.id,
+            received_at=turn.received_at,
+            sender=turn.sender or "someone",
+            message=turn.message or "",
+            finished_at=turn.finished_at or now_iso(),
+            agent=thread.agent,
+            reply=(f"This turn failed: {turn.error}\n\n" if failed else "")
+            + (turn.reply_text or ""),
+            failed=failed,
+        )
+        marker = turn_marker(turn.id)
+        try:
+            await self.vault.create(thread.note, fields, thread_heading(thread) + section)
+            return
+        except NoteExists:
+            pass
+        fields.pop("tags")
+        try:
+            await self.vault.update_fields(thread.note, fields, append_once=(marker, section))
+        except NoteParseError as exc:
+            # Someone broke the thread note's YAML: the registry still has
+            # everything; say so rather than overwrite their text.
+            await self._event(turn, "warning", {"thread_note_unreadable": str(exc)})
+
+    async def _stamp(self, turn: TurnRecord, fields: dict[str, Any]) -> None:
+        try:
+            await self.vault.update_fields(turn.note, fields)
+        except NoteNotFound:
+            pass
+        except NoteParseError as exc:
+            await self._event(turn, "warning", {"inbound_note_unreadable": str(exc)})
+
+    async def _event(self, turn: TurnRecord, kind: str, data: dict[str, Any]) -> int:
+        return await self.registry.add_event(
+            kind, thread_id=turn.thread_id, turn_id=turn.id, data=data
+        )
+
+    async def drain_event_writes(self) -> None:
+        if self._event_writes:
+            await asyncio.gather(*self._event_writes, return_exceptions=True)
