@@ -8,7 +8,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+# The real claude CLI, pinned, installed locally (never globally) for the tests.
+CLAUDE_VERSION := 2.1.197
+TOOLS  := .tools
+CLAUDE := $(TOOLS)/node_modules/.bin/claude
+
+.PHONY: demo test lint format clean tools bwrap
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,13 +21,25 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(CLAUDE):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @anthropic-ai/claude-code@$(CLAUDE_VERSION)
+
+# bubblewrap comes from the distribution; installing it needs root (CI runs as root).
+bwrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "installing bubblewrap (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null; \
+	} || { echo "bubblewrap is missing and could not be installed: run 'apt-get install bubblewrap' as root" >&2; exit 1; }
+
+tools: $(CLAUDE) bwrap
+
 demo: $(STAMP)
 	$(VENV)/bin/vaultgate demo
 
 # pytest exits 5 when it collected nothing: for this suite that means a broken
 # checkout, so it fails loudly instead of passing silently.
-test: $(STAMP)
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+test: $(STAMP) tools
+	@VAULTGATE_CLAUDE_BIN=$(abspath $(CLAUDE)) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 

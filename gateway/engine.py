@@ -230,6 +230,15 @@ class Gateway:
 
     async def _intake(self, note: Note) -> None:
         assert self.registry is not None
+        if self.vault.index.hash_of(note.path) not in (None, note.content_hash):
+            # The note changed since this copy was read (we may have stamped it
+            # already): decide on what is on disk now, never on a stale copy.
+            try:
+                note = await self.vault.read(note.path)
+            except VaultError:
+                return
+            if not is_inbound(note, self.settings):
+                return
         msg = read_message(note)
         if msg.is_draft:
             return
@@ -306,6 +315,7 @@ class Gateway:
             )
             # A re-route after another definition loaded keeps the first deadline.
             self._waiting.setdefault(turn_id, time.monotonic() + self.settings.agent_wait_s)
+            self.bus.publish("turn.waiting", turn=turn_id, agent=msg.agent, channel=msg.channel)
             return
         if not spec.enabled:
             await self._reject(

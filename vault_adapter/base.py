@@ -23,7 +23,12 @@ class Vault(Protocol):
     async def create(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note: ...
 
     async def update_fields(
-        self, path: str, fields: Mapping[str, Any], remove: Iterable[str] = ()
+        self,
+        path: str,
+        fields: Mapping[str, Any],
+        remove: Iterable[str] = (),
+        *,
+        append_once: tuple[str, str] | None = None,
     ) -> Note: ...
 
     async def delete(self, path: str) -> None: ...

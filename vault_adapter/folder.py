@@ -149,10 +149,52 @@ class FolderVault:
         return await asyncio.to_thread(self._write_whole, path, frontmatter, body, True)
 
     async def update_fields(
-        self, path: str, fields: Mapping[str, Any], remove: Iterable[str] = ()
+        self,
+        path: str,
+        fields: Mapping[str, Any],
+        remove: Iterable[str] = (),
+        *,
+        append_once: tuple[str, str] | None = None,
     ) -> Note:
-        """Set ``fields`` (and drop ``remove``) in a note's frontmatter; nothing else changes."""
-        return await asyncio.to_thread(self._update_fields, path, dict(fields), tuple(remove))
+        """Set ``fields`` (and drop ``remove``) in a note's frontmatter; nothing else changes.
+
+        ``append_once=(marker, text)`` also appends ``text`` to the body unless
+        the body already contains ``marker``, which makes appending idempotent.
+        """
+        return await asyncio.to_thread(
+            self._update_fields, path, dict(fields), tuple(remove), append_once
+        )
+
+    async def rewrite(self, path: str, transform: Callable[[str], str]) -> Note | None:
+        """Replace a note's whole text with ``transform(text)``, never over a newer edit.
+
+        For notes whose frontmatter cannot be parsed (so fields cannot be
+        stamped): ``transform`` sees the raw text. Returns the new note, or
+        None if the result does not parse either.
+        """
+        return await asyncio.to_thread(self._rewrite, path, transform)
+
+    def _rewrite(self, path: str, transform: Callable[[str], str]) -> Note | None:
+        rel = normalize(path)
+        target = self.path_of(rel)
+        with self._stripe(rel):
+            for _ in range(_UPDATE_ATTEMPTS):
+                raw, _mtime = self._read_raw(rel)
+                try:
+                    text = raw.decode("utf-8-sig")
+                except UnicodeDecodeError as exc:
+                    raise NoteParseError(rel, "not UTF-8 text; cannot rewrite") from exc
+                new = transform(text).encode("utf-8")
+                if self._before_replace is not None:
+                    self._before_replace(rel)
+                current, _ = self._read_raw(rel)
+                if current != raw:
+                    continue
+                try:
+                    return self._commit(rel, target, new, exclusive=False)
+                except NoteParseError:
+                    return None
+        raise WriteConflict(rel, _UPDATE_ATTEMPTS)
 
     async def delete(self, path: str) -> None:
         await asyncio.to_thread(self._delete, path)
@@ -166,7 +208,13 @@ class FolderVault:
         with self._stripe(rel):
             return self._commit(rel, target, data, exclusive=exclusive)
 
-    def _update_fields(self, path: str, fields: dict[str, Any], remove: tuple[str, ...]) -> Note:
+    def _update_fields(
+        self,
+        path: str,
+        fields: dict[str, Any],
+        remove: tuple[str, ...],
+        append_once: tuple[str, str] | None,
+    ) -> Note:
         rel = normalize(path)
         target = self.path_of(rel)
         with self._stripe(rel):
@@ -174,7 +222,10 @@ class FolderVault:
                 raw, mtime = self._read_raw(rel)
                 note = parse_note(rel, raw, mtime, max_bytes=self.max_note_bytes)
                 text = raw.decode("utf-8-sig")
-                new = apply_fields(text, fields, remove, path=rel).encode("utf-8")
+                edited = apply_fields(text, fields, remove, path=rel)
+                if append_once is not None and append_once[0] not in note.body:
+                    edited = _append(edited, append_once[1])
+                new = edited.encode("utf-8")
                 if new == raw:
                     return note
                 if self._before_replace is not None:
@@ -220,7 +271,11 @@ class FolderVault:
                 raise
             if self._fsync:
                 self._fsync_dir(target.parent)
-            note = parse_note(rel, data, target.stat().st_mtime, max_bytes=len(data) + 1)
+            try:
+                note = parse_note(rel, data, target.stat().st_mtime, max_bytes=len(data) + 1)
+            except NoteParseError:
+                self.index.put_broken(rel, digest)
+                raise
             self.index.put(note)
             return note
         except OSError as exc:
@@ -385,3 +440,9 @@ class FolderVault:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _append(text: str, addition: str) -> str:
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + addition

@@ -165,3 +165,11 @@ async def test_rescan_reads_every_note_once_and_reports_broken_ones(vault: Folde
     assert [item.path for item in broken] == ["bad.md"]
     assert vault.index.ready
     assert len(vault.index) == 601
+
+
+async def test_append_once_appends_a_section_exactly_once(vault: FolderVault) -> None:
+    await vault.write("t.md", {"turn_count": 0}, "# thread\n")
+    section = ("<!-- turn 1 -->", "<!-- turn 1 -->\nhello\n")
+    for _ in range(3):
+        note = await vault.update_fields("t.md", {"turn_count": 1}, append_once=section)
+    assert note.body == "# thread\n<!-- turn 1 -->\nhello\n"

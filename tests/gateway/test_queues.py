@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+from tests.helpers.harness import Harness, definition, message
+
+
+def overlapping(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+async def test_same_subject_turns_never_overlap_and_finish_in_arrival_order(
+    harness: Harness,
+) -> None:
+    harness.write("Agents/slow.md", definition("slow", extra="script: {delay_s: 0.2}\n"))
+    await harness.start()
+    for i in range(4):
+        harness.write(f"Inbox/{i}.md", message("slow", f"message {i}", subject="acme"))
+        # Each note must be seen before the next is written, so arrival order is defined.
+        await harness.wait_count(("turn.queued",), i + 1)
+    await harness.done(4)
+    calls = harness.backend.calls
+    texts = [c.request.message.rsplit(">\n", 1)[1].split("\n")[0] for c in calls]
+    assert texts == [f"message {i}" for i in range(4)]
+    spans = [(c.started, c.ended or 0.0) for c in calls]
+    for a, b in itertools.pairwise(spans):
+        assert a[1] <= b[0], "turns of one thread overlapped"
+
+
+async def test_different_subjects_run_concurrently_up_to_the_global_limit(
+    harness: Harness,
+) -> None:
+    gate = asyncio.Event()
+    harness.backend.gate = gate
+    harness.write("Agents/par.md", definition("par"))
+    gateway = await harness.start(max_concurrent_turns=4)
+    for i in range(8):
+        harness.write(f"Inbox/{i}.md", message("par", f"m{i}", subject=f"subject-{i}"))
+
+    await harness.wait_count(("turn.started",), 4)
+    await harness.wait_count(("turn.queued",), 8)
+    assert len(gateway.queues.running) == 4
+    assert gateway.queues.depth() == 8
+    gate.set()
+    await harness.done(8)
+    spans = [(c.started, c.ended or 0.0) for c in harness.backend.calls]
+    assert len(spans) == 8
+    most = max(sum(1 for other in spans if overlapping(span, other)) for span in spans)
+    assert most >= 2, "subjects did not overlap"
+    assert gateway.queues.peak == 4
+
+
+async def test_single_threaded_agent_serialises_every_subject(harness: Harness) -> None:
+    harness.write(
+        "Agents/solo.md",
+        definition("solo", mode="single-threaded", extra="script: {delay_s: 0.05}\n"),
+    )
+    await harness.start()
+    for i in range(3):
+        harness.write(f"Inbox/{i}.md", message("solo", f"m{i}", subject=f"s{i}"))
+    await harness.done(3)
+    spans = sorted((c.started, c.ended or 0.0) for c in harness.backend.calls)
+    for a, b in itertools.pairwise(spans):
+        assert a[1] <= b[0]
+    assert {c.request.thread_id for c in harness.backend.calls} == {"solo:solo"}
