@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from gateway.registry import Registry, TurnOutcome
+from gateway.registry.migrations import MIGRATIONS, migrate
+
+
+async def test_migrations_apply_from_blank_and_only_once(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    assert migrate(db) == [name for name, _ in MIGRATIONS]
+    assert migrate(db) == []
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"threads", "turns", "events", "_migrations"} <= tables
+
+
+async def test_registry_is_in_wal_mode(tmp_path: Path) -> None:
+    registry = await Registry.open(tmp_path / "r.db")
+    await registry.close()
+    db = sqlite3.connect(tmp_path / "r.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_an_outcome_rolls_into_its_thread_exactly_once(tmp_path: Path) -> None:
+    registry = await Registry.open(tmp_path / "r.db")
+    try:
+        await registry.ensure_thread(
+            "c:t",
+            agent="a",
+            channel="c",
+            subject=None,
+            mode="single-threaded",
+            note="Threads/c/t.md",
+            session_id="s",
+        )
+        await registry.add_turn("m1", "Inbox/1.md", "2026-01-01T00:00:00Z")
+        await registry.route_turn(
+            "m1", agent="a", channel="c", subject=None, sender="x", thread_id="c:t", drain_key="c"
+        )
+        outcome = TurnOutcome(
+            "done", "hi", input_tokens=7, output_tokens=3, cost_usd=0.5, session_id="s"
+        )
+        for _ in range(3):
+            await registry.record_outcome("m1", outcome)
+        thread = await registry.get_thread("c:t")
+        assert thread is not None
+        assert (thread.turn_count, thread.input_tokens, thread.cost_usd) == (1, 7, 0.5)
+        assert thread.session_started
+        assert [t.id for t in await registry.open_turns()] == ["m1"]
+        await registry.finalize_turn("m1", "Messages/c/x/m1.md")
+        assert await registry.open_turns() == []
+    finally:
+        await registry.close()
+
+
+async def test_adding_a_known_turn_returns_the_existing_row(tmp_path: Path) -> None:
+    registry = await Registry.open(tmp_path / "r.db")
+    try:
+        first, created = await registry.add_turn("m1", "Inbox/1.md", "t0")
+        again, created_again = await registry.add_turn("m1", "Inbox/other.md", "t1")
+        assert created and not created_again
+        assert again.note == "Inbox/1.md" and again.seq == first.seq
+    finally:
+        await registry.close()
