@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from gateway import __version__
+from gateway.check import run_checks
 from gateway.errors import GatewayError
 from gateway.serve import demo, serve
 from gateway.settings import load_settings
@@ -21,11 +24,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     Example: vaultgate serve --vault ~/notes --port 1941
     """
-    root = Path(args.vault).expanduser()
-    if not root.is_dir():
-        raise GatewayError(f"no vault at {root}: give an existing folder with --vault")
+    root = _vault_root(args.vault)
     settings = load_settings(root, host=args.host, port=args.port)
-    return asyncio.run(serve(root.resolve(), settings))
+    return asyncio.run(serve(root, settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -34,6 +35,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     Example: vaultgate demo
     """
     return asyncio.run(demo())
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check the vault's definitions, dossiers and settings, and whether claude and the
+    bubblewrap sandbox are usable on this machine. Exits 1 when something fails.
+
+    Example: vaultgate check --vault ~/notes
+    """
+    root = _vault_root(args.vault)
+    checks = asyncio.run(run_checks(root))
+    if args.output == "json":
+        print(json.dumps([asdict(c) for c in checks], indent=2))
+    else:
+        for check in checks:
+            print(f"{check.level.upper():<5} {check.name:<22} {check.detail}")
+    failed = [c for c in checks if c.level == "fail"]
+    if args.output != "json":
+        print(f"\n{len(failed)} problem(s)" if failed else "\nall good")
+    return 1 if failed else 0
+
+
+def _vault_root(vault: str) -> Path:
+    root = Path(vault).expanduser()
+    if not root.is_dir():
+        raise GatewayError(f"no vault at {root}: give an existing folder with --vault")
+    return root.resolve()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo_p.set_defaults(func=cmd_demo)
+
+    check_p = sub.add_parser(
+        "check",
+        help="check definitions, settings, claude and bwrap",
+        description=cmd_check.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check_p.add_argument("--vault", default=".", help="the vault folder (default: .)")
+    check_p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    check_p.set_defaults(func=cmd_check)
     return parser
 
 

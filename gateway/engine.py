@@ -65,7 +65,7 @@ class Gateway:
     ) -> None:
         self.vault = vault
         self.settings = settings
-        self.backends = dict(backends) if backends is not None else default_backends()
+        self.backends = dict(backends) if backends is not None else default_backends(settings)
         self.catalogue = Catalogue()
         self.bus = EventBus()
         self.state_dir = vault.root / settings.state_dir
@@ -87,7 +87,13 @@ class Gateway:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.registry = await Registry.open(self.state_dir / "registry.db")
         self.runner = TurnRunner(
-            self.vault, self.registry, self.settings, self.catalogue, self.backends, self.bus
+            self.vault,
+            self.registry,
+            self.settings,
+            self.catalogue,
+            self.backends,
+            self.bus,
+            self.state_dir,
         )
         self._watcher = self.vault.watch()
         await self._watcher.start()

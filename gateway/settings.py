@@ -78,6 +78,15 @@ class Settings(BaseModel):
 
     # Backends
     claude_bin: str = Field("", description="Path of the claude CLI; empty: search PATH.")
+    claude_max_retries: int = Field(
+        2, ge=0, description="Retries the claude CLI makes itself for a failed API call."
+    )
+    turn_retries: int = Field(
+        2, ge=0, description="Retries of a turn that failed on a transient API error."
+    )
+    retry_backoff_s: float = Field(
+        2.0, ge=0, description="First wait before a turn retry; doubles each time."
+    )
 
     @property
     def gateway_folders(self) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.definitions import AgentSpec
-from gateway.registry import ThreadRecord
+from gateway.registry import ThreadRecord, TurnRecord
 from vault_adapter import slug
 
 
@@ -129,3 +129,15 @@ def thread_fields(record: ThreadRecord, spec: AgentSpec | None) -> dict[str, Any
 def thread_heading(record: ThreadRecord) -> str:
     title = f"{record.agent} · {record.subject}" if record.subject else record.agent
     return f"# {title}\n"
+
+
+def history_block(turns: list[TurnRecord]) -> str:
+    """The thread's recent turns, to seed a fresh session after the old one was lost."""
+    done = [t for t in turns if t.status in ("done", "error") and t.message]
+    if not done:
+        return ""
+    parts = ["[vaultgate: this thread's earlier session was lost; its recent history follows]"]
+    for turn in done:
+        parts.append(f'<turn from="{turn.sender or "someone"}">\n{turn.message}\n</turn>')
+        parts.append(f'<turn from="{turn.agent}">\n{turn.reply_text or turn.error}\n</turn>')
+    return "\n".join(parts)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from gateway import limits as limit_rules
@@ -27,11 +29,13 @@ from gateway.registry import Registry, ThreadRecord, TurnOutcome, TurnRecord, no
 from gateway.settings import Settings
 from gateway.threads import (
     conversation_section,
+    history_block,
     new_session_id,
     thread_fields,
     thread_heading,
     turn_marker,
 )
+from gateway.workspace import prepare, workspace_for
 from vault_adapter import FolderVault, NoteNotFound, NoteParseError, VaultError, slug
 from vault_adapter.folder import NoteExists
 
@@ -57,6 +61,7 @@ class TurnRunner:
         catalogue: Catalogue,
         backends: Mapping[str, Backend],
         bus: EventBus,
+        state_dir: Path,
     ) -> None:
         self.vault = vault
         self.registry = registry
@@ -64,6 +69,7 @@ class TurnRunner:
         self.catalogue = catalogue
         self.backends = backends
         self.bus = bus
+        self.state_dir = state_dir
         self._event_writes: set[asyncio.Task[int]] = set()
 
     async def run(self, turn_id: str) -> None:
@@ -125,44 +131,62 @@ class TurnRunner:
         await self._stamp(turn, {"status": "running"})
 
         dossier = await self._dossier(message.subject)
+        prompt = system_prompt(spec.role, dossier)
+        workspace = None
+        if backend.uses_workspace:
+            workspace = workspace_for(self.state_dir, thread.id)
+            await asyncio.to_thread(prepare, workspace, prompt, spec.mcp_servers)
         limits = limit_rules.resolve(self.settings, spec, thread)
-        request = TurnRequest(
-            thread_id=thread.id,
-            agent=spec.name,
-            system_prompt=system_prompt(spec.role, dossier),
-            message=user_message(
+        session_id = thread.session_id or new_session_id()
+
+        def compose(resumed: bool, history: str = "") -> str:
+            text = user_message(
                 message.text,
                 sender=message.sender,
-                resumed=thread.session_started,
+                resumed=resumed,
                 thread_id=thread.id,
                 subject=message.subject,
                 note=turn.note,
-            ),
-            session_id=thread.session_id or new_session_id(),
+            )
+            return f"{history}\n\n{text}" if history else text
+
+        request = TurnRequest(
+            thread_id=thread.id,
+            agent=spec.name,
+            system_prompt=prompt,
+            message=compose(thread.session_started),
+            session_id=session_id,
             resume=thread.session_started,
-            workspace=None,
+            workspace=workspace,
             limits=limits,
             model=spec.model,
             tools=tuple(spec.tools) if spec.tools is not None else None,
             permission_mode=spec.permission_mode,
             sender=message.sender,
+            engine=spec.sandbox.engine,
+            network=spec.sandbox.network,
             options={"script": spec.script},
         )
         result = await self._run_backend(backend, request, turn)
-        if result.is_error:
-            error = result.error or "the backend reported an error"
-            return TurnOutcome(
-                "error",
-                result.text,
-                error=error,
-                input_tokens=result.usage.input_tokens,
-                output_tokens=result.usage.output_tokens,
-                cost_usd=result.cost_usd,
-                session_id=result.session_id,
-                model=result.model,
-                message=message.text,
+        notice = None
+        if result.session_lost:
+            # The session is gone (a wiped workspace, a CLI that forgot it): start a
+            # fresh one once, seeded with the thread's recent history, and say so.
+            history = history_block(
+                await self.registry.thread_turns(thread.id, limit=self.settings.history_turns)
             )
-        return TurnOutcome(
+            fresh = new_session_id()
+            await self.registry.update_thread(thread.id, session_id=fresh, session_started=0)
+            notice = (
+                f"The previous session ({session_id}) was lost; this turn started a fresh "
+                f"session seeded with the last {self.settings.history_turns} turns."
+            )
+            await self._event(turn, "session_restarted", {"old": session_id, "new": fresh})
+            request = replace(
+                request, session_id=fresh, resume=False, message=compose(False, history)
+            )
+            result = await self._run_backend(backend, request, turn)
+        outcome = TurnOutcome(
             "done",
             result.text,
             input_tokens=result.usage.input_tokens,
@@ -171,7 +195,12 @@ class TurnRunner:
             session_id=result.session_id or request.session_id,
             model=result.model or spec.model,
             message=message.text,
+            notice=notice,
         )
+        if result.is_error:
+            error = result.error or "the backend reported an error"
+            return replace(outcome, status="error", error=error, model=result.model)
+        return outcome
 
     async def _run_backend(
         self, backend: Backend, request: TurnRequest, turn: TurnRecord
@@ -286,6 +315,7 @@ class TurnRunner:
             reply=(f"This turn failed: {turn.error}\n\n" if failed else "")
             + (turn.reply_text or ""),
             failed=failed,
+            notice=turn.notice,
         )
         marker = turn_marker(turn.id)
         try:

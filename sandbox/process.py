@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from sandbox import proctree
@@ -31,6 +33,8 @@ KILL_GRACE = 3.0
 """Seconds between SIGTERM and SIGKILL."""
 _PIPE_GRACE = 1.0
 """How long to wait for stderr to reach EOF once the process has exited."""
+_FOLLOW_S = 0.05
+"""How often output written to a file is looked at again while the command runs."""
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
@@ -66,10 +70,13 @@ class SandboxedProcess:
         stdin: bytes | None,
         line_limit: int,
         stderr_limit: int,
+        stdout_file: tuple[Path, int] | None = None,
     ) -> None:
-        assert protocol.stdout is not None and protocol.stderr is not None
+        assert protocol.stderr is not None
+        assert stdout_file is not None or protocol.stdout is not None
         self.launch = launch
-        self.stdout: asyncio.StreamReader = protocol.stdout
+        self.stdout: asyncio.StreamReader | None = protocol.stdout
+        self._stdout_file = stdout_file
         self._transport = transport
         self._protocol = protocol
         self._leader_is_monitor = leader_is_monitor
@@ -97,6 +104,11 @@ class SandboxedProcess:
 
     async def lines(self) -> AsyncIterator[bytes]:
         """Stdout split into lines (with their newline; a final unterminated line too)."""
+        if self._stdout_file is not None:
+            async for line in self._file_lines(*self._stdout_file):
+                yield line
+            return
+        assert self.stdout is not None
         while True:
             try:
                 yield await self.stdout.readuntil(b"\n")
@@ -106,6 +118,31 @@ class SandboxedProcess:
                 return
             except asyncio.LimitOverrunError as exc:
                 raise OutputLineTooLong(self._line_limit) from exc
+
+    async def _file_lines(self, path: Path, offset: int) -> AsyncIterator[bytes]:
+        # Output that goes to a file is read by following the file: there is no pipe to
+        # wait on, so the reader looks again every _FOLLOW_S until the command has exited.
+        buffer = b""
+        with open(path, "rb") as fh:  # noqa: ASYNC230 (reads of a local file we follow)
+            fh.seek(offset)
+            while True:
+                exited = self._protocol.exited.is_set()
+                chunk = await asyncio.to_thread(fh.read, 1 << 20)
+                if chunk:
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    for line in complete:
+                        yield line + b"\n"
+                    if len(buffer) > self._line_limit:
+                        raise OutputLineTooLong(self._line_limit)
+                    continue
+                if exited:
+                    if buffer:
+                        yield buffer
+                    return
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_FOLLOW_S):
+                        await self._protocol.exited.wait()
 
     async def wait(self, time_limit: float | None = None) -> int:
         """The exit status; past ``time_limit`` seconds, kill and raise ``SandboxTimeout``."""
@@ -197,16 +234,27 @@ async def start(
     line_limit: int = LINE_LIMIT,
     stderr_limit: int = STDERR_TAIL,
     search_path: str | None = None,
+    stdout_file: Path | None = None,
 ) -> SandboxedProcess:
-    """Start ``command`` confined by ``spec``; ``stdin`` is written then closed (None: closed)."""
+    """Start ``command`` confined by ``spec``; ``stdin`` is written then closed (None: closed).
+
+    ``stdout_file``: append the command's stdout to this file instead of a pipe, and
+    follow the file in ``lines()``. Some programs (the claude CLI among them) lose the
+    end of a large write to a pipe when they exit; a file never makes them wait.
+    """
     launch = plan_launch(spec, command, search_path=search_path)
     loop = asyncio.get_running_loop()
+    out_fd: int | None = None
+    follow: tuple[Path, int] | None = None
+    if stdout_file is not None:
+        out_fd = os.open(stdout_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        follow = (stdout_file, os.fstat(out_fd).st_size)
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitAwareProtocol(line_limit, loop),
             *launch.argv,
             stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if out_fd is None else out_fd,
             stderr=subprocess.PIPE,
             env=dict(launch.env),
             cwd=launch.cwd,
@@ -216,6 +264,9 @@ async def start(
         )
     except OSError as exc:
         raise SandboxStartFailed(launch.argv[0], exc.strerror or str(exc)) from exc
+    finally:
+        if out_fd is not None:
+            os.close(out_fd)  # the child has its own copy
     return SandboxedProcess(
         transport,
         protocol,
@@ -224,6 +275,7 @@ async def start(
         stdin=stdin,
         line_limit=line_limit,
         stderr_limit=stderr_limit,
+        stdout_file=follow,
     )
 
 
@@ -246,6 +298,7 @@ async def run(
 ) -> Completed:
     """Run ``command`` to completion, collecting stdout; ``SandboxTimeout`` past ``time_limit``."""
     async with await start(spec, command, stdin=stdin, search_path=search_path) as proc:
+        assert proc.stdout is not None
         reader = asyncio.create_task(proc.stdout.read())
         try:
             returncode = await proc.wait(time_limit)

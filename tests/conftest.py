@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 
 from vault_adapter import FolderVault
 
-FIXTURE_VAULT = Path(__file__).resolve().parent.parent / "fixtures" / "vault"
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_VAULT = REPO / "fixtures" / "vault"
+DEFAULT_CLAUDE = REPO / ".tools" / "node_modules" / ".bin" / "claude"
 
 
 @pytest.fixture
@@ -30,3 +33,18 @@ def example_vault(tmp_path: Path) -> Path:
     root = tmp_path / "example"
     shutil.copytree(FIXTURE_VAULT, root)
     return root
+
+
+@pytest.fixture
+def claude() -> Path:
+    """The real claude CLI (``make test`` installs it); missing, it fails in CI, skips elsewhere."""
+    path = Path(os.environ.get("VAULTGATE_CLAUDE_BIN") or DEFAULT_CLAUDE)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        message = (
+            f"claude CLI not found at {path}: run 'make test', which installs "
+            "@anthropic-ai/claude-code into .tools/, or set VAULTGATE_CLAUDE_BIN"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path.resolve()

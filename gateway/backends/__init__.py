@@ -13,12 +13,14 @@ from gateway.backends.base import (
     TurnResult,
     Usage,
 )
+from gateway.backends.claude import ClaudeBackend
 from gateway.backends.echo import EchoBackend
 from gateway.backends.scripted import ScriptedBackend
+from gateway.settings import Settings
 
 
-def default_backends() -> dict[str, Backend]:
-    backends: dict[str, Backend] = {"echo": EchoBackend()}
+def default_backends(settings: Settings) -> dict[str, Backend]:
+    backends: dict[str, Backend] = {"echo": EchoBackend(), "claude": ClaudeBackend(settings)}
     if os.environ.get("VAULTGATE_TEST_BACKENDS") == "1":
         backends["scripted"] = ScriptedBackend()
     return backends
@@ -26,6 +28,7 @@ def default_backends() -> dict[str, Backend]:
 
 __all__ = [
     "Backend",
+    "ClaudeBackend",
     "EchoBackend",
     "EventSink",
     "InterimEvent",

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from gateway.workspace import Workspace
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +35,16 @@ class TurnRequest:
     """The full user message: run-context preamble plus the delimited inbound text."""
     session_id: str
     resume: bool
-    workspace: Path | None
+    workspace: Workspace | None
+    """The thread's workspace, prepared (prompt and MCP config written) when the
+    backend says it ``uses_workspace``."""
     limits: ResolvedLimits
     model: str | None = None
     tools: tuple[str, ...] | None = None
     permission_mode: str | None = None
     sender: str | None = None
+    engine: Literal["bwrap", "none"] = "bwrap"
+    network: Literal["open", "restricted"] = "open"
     options: dict[str, Any] = field(default_factory=dict)
     """Backend-specific settings from the definition (e.g. the scripted backend's script)."""
 
@@ -84,5 +89,6 @@ EventSink = Callable[[InterimEvent], None]
 
 class Backend(Protocol):
     name: str
+    uses_workspace: bool
 
     async def run(self, request: TurnRequest, on_event: EventSink) -> TurnResult: ...

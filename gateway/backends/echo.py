@@ -12,6 +12,7 @@ from gateway.backends.base import EventSink, InterimEvent, TurnRequest, TurnResu
 
 class EchoBackend:
     name = "echo"
+    uses_workspace = False
 
     async def run(self, request: TurnRequest, on_event: EventSink) -> TurnResult:
         on_event(InterimEvent("init", {"session_id": request.session_id, "backend": "echo"}))

@@ -28,6 +28,7 @@ class Call:
 @dataclass
 class ScriptedBackend:
     name: str = "scripted"
+    uses_workspace: bool = False
     delay_s: float = 0.0
     reply: str = "scripted reply to: {message}"
     fail: str | None = None

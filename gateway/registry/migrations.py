@@ -57,6 +57,7 @@ m001_initial = """
             reply_text TEXT,
             reply_note TEXT,
             error TEXT,
+            notice TEXT,
             finalized INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX turns_thread ON turns(thread_id, seq);

@@ -86,6 +86,7 @@ class TurnRecord:
     reply_text: str | None
     reply_note: str | None
     error: str | None
+    notice: str | None
     finalized: bool
 
     @property
@@ -117,6 +118,8 @@ class TurnOutcome:
     model: str | None = None
     message: str | None = None
     """The inbound text as the turn saw it (kept for listings and history)."""
+    notice: str | None = None
+    """Something the thread should say about this turn (a session that was lost)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -299,7 +302,7 @@ class Registry:
             finished = now_iso()
             db.execute(
                 "UPDATE turns SET status=?, finished_at=?, input_tokens=?, output_tokens=?,"
-                " cost_usd=?, session_id=?, reply_text=?, error=?,"
+                " cost_usd=?, session_id=?, reply_text=?, error=?, notice=?,"
                 " message=COALESCE(?, message) WHERE id=?",
                 (
                     outcome.status,
@@ -310,6 +313,7 @@ class Registry:
                     outcome.session_id,
                     outcome.reply_text,
                     outcome.error,
+                    outcome.notice,
                     outcome.message,
                     turn_id,
                 ),

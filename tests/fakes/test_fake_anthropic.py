@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 import uuid
@@ -28,7 +27,6 @@ from tests.fakes.fake_anthropic import (
 )
 
 SYSTEM_PROMPT = "You are the vaultgate test agent. Answer briefly."
-DEFAULT_CLAUDE = "/work/main/.tools/node_modules/.bin/claude"
 
 
 @pytest.fixture
@@ -196,21 +194,6 @@ async def test_cut_stream_ends_without_message_stop(api: FakeAnthropic) -> None:
 
 
 # -- the real claude CLI against the fake -------------------------------------------------------
-
-
-@pytest.fixture
-def claude() -> Path:
-    """The claude binary; missing it fails in CI and skips elsewhere."""
-    path = Path(os.environ.get("VAULTGATE_CLAUDE_BIN", DEFAULT_CLAUDE))
-    if not (path.is_file() and os.access(path, os.X_OK)):
-        message = (
-            f"claude CLI not found at {path}: npm install --prefix .tools "
-            "@anthropic-ai/claude-code@2.1.197, or set VAULTGATE_CLAUDE_BIN"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path.resolve()
 
 
 @dataclass

@@ -132,3 +132,19 @@ async def test_echo_backend_shows_what_it_received(harness: Harness) -> None:
     assert "> ping" in reply.body
     assert "fired-by=alice" in reply.body
     assert harness.note("Threads/echo/echo.md").frontmatter["input_tokens"] == 0
+
+
+async def test_an_exhausted_thread_budget_pauses_the_thread_and_says_why(
+    harness: Harness,
+) -> None:
+    harness.write("Agents/b.md", definition("b", extra="thread_budget: {turns: 1}\n"))
+    await harness.start()
+    harness.write("Inbox/1.md", message("b", "first", subject="s"))
+    await harness.done(1)
+    harness.write("Inbox/2.md", message("b", "second", subject="s"))
+    [_, second] = await harness.done(2)
+    assert second["status"] == "error"
+    assert "thread budget exhausted: 1 of 1 turns used" in second["error"]
+    assert "paused" in harness.note(second["reply"]).body
+    assert harness.note("Threads/b/b--s.md").frontmatter["status"] == "paused"
+    assert len(harness.backend.calls) == 1

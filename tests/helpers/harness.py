@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.backends import EchoBackend, ScriptedBackend
+from gateway.backends import Backend, EchoBackend, ScriptedBackend
 from gateway.engine import Gateway
 from gateway.serve import open_vault
 from gateway.settings import Settings
@@ -48,6 +48,7 @@ class Harness:
     settings: Settings
     backend: ScriptedBackend
     gateway: Gateway | None = None
+    extra_backends: dict[str, Backend] = field(default_factory=dict)
     events: asyncio.Queue[dict[str, Any] | None] | None = None
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -66,7 +67,7 @@ class Harness:
         self.gateway = Gateway(
             open_vault(self.root, self.settings),
             self.settings,
-            backends={"scripted": self.backend, "echo": EchoBackend()},
+            backends={"scripted": self.backend, "echo": EchoBackend(), **self.extra_backends},
         )
         self.events = self.gateway.bus.subscribe()
         await self.gateway.start()
