@@ -13,7 +13,11 @@ caller needs to act on it, not only a message.
     │   ├── NoteNotFound(path)
     │   └── WriteConflict(path, attempts)     a note kept changing under update_fields
     ├── sandbox.errors.SandboxError
-    │   └── SandboxUnavailable(engine, reason, fix)
+    │   ├── SandboxUnavailable(engine, reason, fix)   bwrap missing or refused
+    │   ├── SandboxSpecError(field, detail)           a spec that cannot be run
+    │   ├── SandboxStartFailed(program, detail)
+    │   ├── SandboxTimeout(seconds, returncode)
+    │   └── OutputLineTooLong(limit)
     └── gateway.errors.GatewayError           (see gateway/errors.py)
 """
 
