@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.backends import Backend, default_backends
 from gateway.bus import EventBus
+from gateway.control import ThreadControl, Verb
 from gateway.definitions import (
     DEFINITION_TAG,
     AgentSpec,
@@ -37,7 +38,7 @@ from gateway.inbound import (
     read_message,
 )
 from gateway.queues import DrainQueues
-from gateway.registry import Registry, TurnRecord, now_iso
+from gateway.registry import Registry, ThreadRecord, TurnRecord, now_iso
 from gateway.settings import Settings
 from gateway.threads import address, new_session_id
 from gateway.turns import TurnRunner, reply_path
@@ -51,6 +52,13 @@ INDEX_FIELDS = ("status", "direction", "agent", "channel", "id")
 
 def _under(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip("/") + "/")
+
+
+def _thread_id_of(note_path: str, threads_folder: str) -> str:
+    """``Threads/<channel>/<leaf>.md`` -> ``<channel>:<leaf>``."""
+    rest = note_path[len(threads_folder.rstrip("/")) + 1 :].removesuffix(".md")
+    channel, _, leaf = rest.partition("/")
+    return f"{channel}:{leaf}"
 
 
 class Gateway:
@@ -71,12 +79,14 @@ class Gateway:
         self.state_dir = vault.root / settings.state_dir
         self.registry: Registry | None = None
         self.runner: TurnRunner | None = None
+        self.control: ThreadControl | None = None
         self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._ready)
         self.started_at = time.time()
         self._watcher: Watcher | None = None
         self._intake_q: asyncio.Queue[Note | None] = asyncio.Queue()
         self._waiting: dict[str, float] = {}
         self._resumed: dict[str, asyncio.Event] = {}
+        self._note_paused: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.ready = asyncio.Event()
@@ -95,12 +105,16 @@ class Gateway:
             self.bus,
             self.state_dir,
         )
+        self.control = ThreadControl(
+            self.registry, self.vault, self.bus, self.runner, self._resumed
+        )
         self._watcher = self.vault.watch()
         await self._watcher.start()
         inbound: list[Note] = []
         async for item in self.vault.rescan():
             if item.note is not None:
                 await self._load_if_definition(item.note)
+                self._note_control(item.note, at_start=True)
                 if is_inbound(item.note, self.settings) and not self._finished(item.note):
                     inbound.append(item.note)
             elif item.error is not None:
@@ -215,6 +229,46 @@ class Gateway:
         await self._load_if_definition(note)
         if is_inbound(note, self.settings) and not self._finished(note):
             self._intake_q.put_nowait(note)
+        await self._apply_note_control(note)
+
+    # -- control from the vault -----------------------------------------------
+
+    def _note_control(self, note: Note, *, at_start: bool = False) -> str | None:
+        """The ``control:`` verb on a thread note, if any (remembering note pauses)."""
+        if not _under(note.path, self.settings.threads_folder):
+            return None
+        value = str(note.get("control") or "").strip().lower()
+        thread_id = _thread_id_of(note.path, self.settings.threads_folder)
+        if value in ("pause", "paused") and at_start:
+            self._note_paused.add(thread_id)
+        return value or None
+
+    async def _apply_note_control(self, note: Note) -> None:
+        value = self._note_control(note)
+        if not _under(note.path, self.settings.threads_folder) or self.control is None:
+            return
+        thread_id = _thread_id_of(note.path, self.settings.threads_folder)
+        thread = await self._registry().get_thread(thread_id)
+        if thread is None:
+            return
+        if value in ("pause", "paused"):
+            if thread.status != "paused":
+                await self.control.apply(thread_id, "pause", source="vault")
+            self._note_paused.add(thread_id)
+        elif value in ("resume", "running", "terminate", "reset"):
+            verb: Verb = "resume" if value in ("resume", "running") else value  # type: ignore[assignment]
+            self._note_paused.discard(thread_id)
+            await self.control.apply(thread_id, verb, source="vault")
+            await self.vault.update_fields(note.path, {}, remove=("control",))
+        elif value is None and thread_id in self._note_paused:
+            # The person took `control: paused` out again: that undoes their pause.
+            self._note_paused.discard(thread_id)
+            if thread.status == "paused":
+                await self.control.apply(thread_id, "resume", source="vault")
+
+    async def intervene(self, thread_id: str, verb: Verb, *, source: str) -> ThreadRecord:
+        assert self.control is not None, "gateway not started"
+        return await self.control.apply(thread_id, verb, source=source)
 
     # -- intake ----------------------------------------------------------------
 
@@ -469,7 +523,7 @@ class Gateway:
             return
         while True:
             thread = await self._registry().get_thread(turn.thread_id)
-            if thread is None or thread.status != "paused":
+            if thread is None or thread.status not in ("paused", "terminated"):
                 return
             event = self._resumed.setdefault(thread.id, asyncio.Event())
             event.clear()
@@ -480,6 +534,13 @@ class Gateway:
         return self.registry
 
     # -- queries used by the CLI and HTTP ---------------------------------------
+
+    def thread_for(
+        self, spec: AgentSpec, channel: str | None, subject: str | None, message_id: str
+    ) -> str:
+        """The id of the thread a message will land in (before the gateway routes it)."""
+        chosen = channel if channel in spec.channels else spec.channels[0]
+        return address(spec, chosen, subject, self.settings.threads_folder, message_id).thread_id
 
     def reply_path(self, turn: TurnRecord) -> str:
         return reply_path(self.settings, turn)

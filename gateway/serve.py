@@ -19,8 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway import __version__
+from gateway.backends.claude import find_claude
+from gateway.discovery import load_or_create_token, remove_discovery, write_discovery
 from gateway.engine import INDEX_FIELDS, Gateway
+from gateway.http.app import build_app, check_binding
+from gateway.registry import now_iso
 from gateway.settings import Settings
+from sandbox import preflight
 from vault_adapter import FolderVault
 
 log = logging.getLogger("vaultgate")
@@ -40,16 +45,18 @@ def open_vault(root: Path, settings: Settings) -> FolderVault:
     )
 
 
-def _health_app(gateway: Gateway) -> web.Application:
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True, "version": __version__, **gateway.status()})
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    return app
+async def machine_preflight(settings: Settings) -> dict[str, object]:
+    """What ``/health`` reports about this machine: can claude turns run here?"""
+    binary = find_claude(settings)
+    bwrap = await preflight("bwrap")
+    return {
+        "claude": {"ok": binary is not None, "path": str(binary) if binary else None},
+        "bwrap": {"ok": bwrap.ok, "detail": bwrap.detail, "fix": bwrap.fix},
+    }
 
 
 async def serve(root: Path, settings: Settings) -> int:
+    check_binding(settings.host, explicit_token=bool(settings.token))
     gateway = Gateway(open_vault(root, settings), settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -69,17 +76,20 @@ async def serve(root: Path, settings: Settings) -> int:
         loop.add_signal_handler(sig, on_signal)
 
     await gateway.start()
-    runner = web.AppRunner(_health_app(gateway), access_log=None)
+    token = load_or_create_token(gateway.state_dir, settings.token)
+    app = build_app(gateway, token, await machine_preflight(settings))
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    url = _url(runner, settings.host)
+    write_discovery(gateway.state_dir, url, now_iso())
     problems = gateway.catalogue.problems()
     log.info(
-        "vaultgate %s serving %s on http://%s:%s (%d agents%s)",
+        "vaultgate %s serving %s on %s (%d agents%s)",
         __version__,
         root,
-        settings.host,
-        settings.port,
+        url,
         len(gateway.catalogue.agents()),
         f", {len(problems)} broken" if problems else "",
     )
@@ -88,10 +98,22 @@ async def serve(root: Path, settings: Settings) -> int:
     try:
         await stop.wait()
     finally:
+        remove_discovery(gateway.state_dir)
         await runner.cleanup()
         await gateway.stop()
         log.info("stopped")
     return 0
+
+
+def _url(runner: web.AppRunner, host: str) -> str:
+    """The URL actually listened on (the OS picks the port when it is 0)."""
+    for site in runner.sites:
+        server = getattr(site, "_server", None)
+        for sock in getattr(server, "sockets", None) or []:
+            port = sock.getsockname()[1]
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+            return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
+    raise RuntimeError("the HTTP server is not listening")
 
 
 async def demo(settings_overrides: dict[str, Any] | None = None) -> int:

@@ -76,6 +76,19 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the HTTP API binds.")
     port: int = Field(1941, ge=0, le=65535, description="Port the HTTP API binds (0: any free).")
 
+    token: str = Field(
+        "", description="Bearer token for the HTTP API; empty: generated into the state dir."
+    )
+    http_max_body_bytes: int = Field(
+        1024 * 1024, gt=0, description="Largest HTTP request body accepted, bytes."
+    )
+    sse_heartbeat_s: float = Field(
+        15.0, gt=0, description="Seconds between keep-alive comments on /api/events."
+    )
+    sse_buffer: int = Field(
+        1000, ge=1, description="Events buffered per /api/events client before it is dropped."
+    )
+
     # Backends
     claude_bin: str = Field("", description="Path of the claude CLI; empty: search PATH.")
     claude_max_retries: int = Field(

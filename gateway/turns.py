@@ -23,7 +23,7 @@ from gateway import limits as limit_rules
 from gateway.backends import Backend, InterimEvent, TurnRequest, TurnResult
 from gateway.bus import EventBus
 from gateway.definitions import AgentSpec, Catalogue
-from gateway.inbound import read_message
+from gateway.inbound import InboundMessage, read_message
 from gateway.prompt import system_prompt, user_message
 from gateway.registry import Registry, ThreadRecord, TurnOutcome, TurnRecord, now_iso
 from gateway.settings import Settings
@@ -42,6 +42,12 @@ from vault_adapter.folder import NoteExists
 log = logging.getLogger(__name__)
 
 _FINISH_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
+
+
+async def _cancel(task: asyncio.Task[TurnResult]) -> None:
+    """Cancel a backend run and wait until it has cleaned up (its processes are gone)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def reply_path(settings: Settings, turn: TurnRecord) -> str:
@@ -70,6 +76,8 @@ class TurnRunner:
         self.backends = backends
         self.bus = bus
         self.state_dir = state_dir
+        self.stops: dict[str, asyncio.Event] = {}
+        """Per thread with a turn under way: set it to terminate that turn."""
         self._event_writes: set[asyncio.Task[int]] = set()
 
     async def run(self, turn_id: str) -> None:
@@ -125,8 +133,32 @@ class TurnRunner:
                 message=message.text,
             )
 
+        # Registered before the turn is announced, so a terminate that comes at any
+        # moment from here on reaches it; one that came just before is honoured too.
+        stop = asyncio.Event()
+        self.stops[thread.id] = stop
+        try:
+            return await self._start_and_run(turn, thread, spec, message, backend, stop)
+        finally:
+            if self.stops.get(thread.id) is stop:
+                del self.stops[thread.id]
+
+    async def _start_and_run(
+        self,
+        turn: TurnRecord,
+        thread: ThreadRecord,
+        spec: AgentSpec,
+        message: InboundMessage,
+        backend: Backend,
+        stop: asyncio.Event,
+    ) -> TurnOutcome:
+        current = await self.registry.get_thread(thread.id)
+        if current is not None and current.status == "terminated":
+            stop.set()
         await self.registry.set_turn_status(turn.id, "running", message=message.text)
-        await self.registry.update_thread(thread.id, status="working")
+        await self.registry.swap_thread_status(
+            thread.id, "working", unless=("paused", "terminated")
+        )
         self.bus.publish("turn.started", turn=turn.id, thread=thread.id, agent=spec.name)
         await self._stamp(turn, {"status": "running"})
 
@@ -167,7 +199,7 @@ class TurnRunner:
             network=spec.sandbox.network,
             options={"script": spec.script},
         )
-        result = await self._run_backend(backend, request, turn)
+        result = await self._run_backend(backend, request, turn, stop)
         notice = None
         if result.session_lost:
             # The session is gone (a wiped workspace, a CLI that forgot it): start a
@@ -185,7 +217,7 @@ class TurnRunner:
             request = replace(
                 request, session_id=fresh, resume=False, message=compose(False, history)
             )
-            result = await self._run_backend(backend, request, turn)
+            result = await self._run_backend(backend, request, turn, stop)
         outcome = TurnOutcome(
             "done",
             result.text,
@@ -203,7 +235,7 @@ class TurnRunner:
         return outcome
 
     async def _run_backend(
-        self, backend: Backend, request: TurnRequest, turn: TurnRecord
+        self, backend: Backend, request: TurnRequest, turn: TurnRecord, stop: asyncio.Event
     ) -> TurnResult:
         def sink(event: InterimEvent) -> None:
             self.bus.publish(
@@ -214,10 +246,13 @@ class TurnRunner:
                 self._event_writes.add(task)
                 task.add_done_callback(self._event_writes.discard)
 
+        run = asyncio.create_task(backend.run(request, sink), name=f"backend:{turn.id}")
+        stopped = asyncio.create_task(stop.wait())
         try:
             async with asyncio.timeout(request.limits.duration_s):
-                return await backend.run(request, sink)
+                await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
+            await _cancel(run)
             return TurnResult(
                 text="",
                 is_error=True,
@@ -225,6 +260,20 @@ class TurnRunner:
                 f"{request.limits.duration_s:g} s (limits.duration_s)",
                 session_id=request.session_id,
             )
+        except asyncio.CancelledError:
+            await _cancel(run)  # a shutdown: the backend cleans up before we go
+            raise
+        finally:
+            stopped.cancel()
+        if run.done():
+            return run.result()
+        await _cancel(run)
+        return TurnResult(
+            text="",
+            is_error=True,
+            error="terminated by an operator",
+            session_id=request.session_id,
+        )
 
     async def _dossier(self, subject: str | None) -> str | None:
         if not subject:
@@ -248,11 +297,12 @@ class TurnRunner:
         thread = await self.registry.get_thread(turn.thread_id)
         if thread is None:
             raise VaultError(f"thread {turn.thread_id} vanished from the registry")
-        if thread.status == "working":
-            thread = (
-                await self.registry.update_thread(thread.id, status="error" if failed else "idle")
-                or thread
+        thread = (
+            await self.registry.swap_thread_status(
+                thread.id, "error" if failed else "idle", only_if="working"
             )
+            or thread
+        )
         spec = self.catalogue.by_name(thread.agent)
         reply = reply_path(self.settings, turn)
         await self._write_reply(turn, reply, failed, thread.note)

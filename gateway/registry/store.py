@@ -369,6 +369,26 @@ class Registry:
         )
         return [_turn(r) for r in rows]
 
+    async def activity(self) -> dict[str, dict[str, int]]:
+        """Per agent: how many of its unfinished turns are waiting, queued, running; and
+        how many of its threads are paused or terminated."""
+
+        def op(db: sqlite3.Connection) -> dict[str, dict[str, int]]:
+            out: dict[str, dict[str, int]] = {}
+            for agent, status, count in db.execute(
+                "SELECT agent, status, COUNT(*) FROM turns WHERE finalized = 0"
+                " AND agent IS NOT NULL GROUP BY agent, status"
+            ):
+                out.setdefault(agent, {})[status] = count
+            for agent, status, count in db.execute(
+                "SELECT agent, status, COUNT(*) FROM threads"
+                " WHERE status IN ('paused', 'terminated') GROUP BY agent, status"
+            ):
+                out.setdefault(agent, {})[f"threads_{status}"] = count
+            return out
+
+        return await self._read(op)
+
     async def count_turns(self, status: str | None = None) -> int:
         sql = "SELECT COUNT(*) FROM turns"
         args: tuple[str, ...] = ()
@@ -421,6 +441,28 @@ class Registry:
                     f"UPDATE threads SET {assignments}, updated_at = ? WHERE id = ?",
                     (*fields.values(), now_iso(), thread_id),
                 )
+            row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            return _thread(row) if row else None
+
+        return await self._write(op)
+
+    async def swap_thread_status(
+        self, thread_id: str, new: str, *, unless: tuple[str, ...] = (), only_if: str | None = None
+    ) -> ThreadRecord | None:
+        """Change a thread's status in one statement, so a concurrent pause or
+        terminate is never overwritten: not when it is one of ``unless``, only
+        when it is ``only_if``."""
+
+        def op(db: sqlite3.Connection) -> ThreadRecord | None:
+            sql = "UPDATE threads SET status = ?, updated_at = ? WHERE id = ?"
+            args: list[Any] = [new, now_iso(), thread_id]
+            if unless:
+                sql += f" AND status NOT IN ({', '.join('?' * len(unless))})"
+                args += list(unless)
+            if only_if is not None:
+                sql += " AND status = ?"
+                args.append(only_if)
+            db.execute(sql, args)
             row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
             return _thread(row) if row else None
 
