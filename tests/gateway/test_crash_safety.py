@@ -11,77 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sqlite3
-import sys
 import time
 from pathlib import Path
 
 from tests.helpers.harness import definition, message
+from tests.helpers.serve import Serve
 from vault_adapter import parse_note
 
 MESSAGES = 200
 SUBJECTS = 10
 KILLS = 5
-
-
-class Serve:
-    """One ``vaultgate serve`` subprocess and its log."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.proc: asyncio.subprocess.Process | None = None
-        self.log: list[str] = []
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        env = {
-            **os.environ,
-            "VAULTGATE_TEST_BACKENDS": "1",
-            "VAULTGATE_QUIET_WINDOW_S": "0.05",
-            "VAULTGATE_PORT": "0",
-            "VAULTGATE_MAX_CONCURRENT_TURNS": "4",
-        }
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway.cli",
-            "serve",
-            "--vault",
-            str(self.root),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
-        ready = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.create_task(self._read(ready))
-        await asyncio.wait_for(ready, 30)
-
-    async def _read(self, ready: asyncio.Future[None]) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            self.log.append(line)
-            if " serving " in line and not ready.done():
-                ready.set_result(None)
-        if not ready.done():
-            ready.set_exception(RuntimeError("serve exited:\n" + "\n".join(self.log[-20:])))
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-        if self._reader is not None:
-            await self._reader
-
-    async def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        code = await asyncio.wait_for(self.proc.wait(), 30)
-        if self._reader is not None:
-            await self._reader
-        return code
 
 
 def inbound_statuses(root: Path) -> dict[str, str | None]:
@@ -102,7 +42,7 @@ async def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: 
         definition("crash", extra="script: {delay_s: 0.01}\n")
     )
     kill_after = sorted(rng.sample(range(10, MESSAGES + 40), KILLS))
-    serve = Serve(root)
+    serve = Serve(root, env={"VAULTGATE_MAX_CONCURRENT_TURNS": "4"})
     await serve.start()
     restarts = 0
     for i in range(MESSAGES + 40):
