@@ -169,3 +169,26 @@ def _read_all(fd: int, timeout: float) -> bytes:
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks)
+
+
+def test_binding_beyond_loopback_needs_an_explicit_token(vault: Path) -> None:
+    done = vg("serve", "--host", "0.0.0.0", "--port", "0", vault=vault, timeout=30)
+    assert done.returncode == 2
+    assert "refusing to listen on 0.0.0.0 without an explicit token" in done.stderr
+
+
+def test_a_stale_discovery_file_is_recognised_by_its_pid(vault: Path) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    state = vault / ".vaultgate"
+    state.mkdir(exist_ok=True)
+    (state / "gateway.json").write_text(
+        json.dumps({"pid": int(dead.stdout), "url": "http://127.0.0.1:9", "started_at": "then"})
+    )
+    sent = vg("send", "echo", "after a crash", "-o", "json", vault=vault)
+    assert sent.returncode == 0, sent.stderr  # wrote the note; did not call the dead URL
+    assert (vault / json.loads(sent.stdout)["note"]).exists()
