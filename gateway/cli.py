@@ -31,6 +31,7 @@ THREAD_COLUMNS = ("thread", "agent", "status", "turns", "tokens", "cost", "last"
 AGENT_COLUMNS = ("name", "channels", "mode", "backend", "status")
 MESSAGE_COLUMNS = ("id", "status", "sender", "text", "reply")
 EVENT_COLUMNS = ("id", "ts", "kind", "turn_id", "data")
+JOB_COLUMNS = ("id", "agent", "cron", "status", "next_run_at", "last_status")
 
 
 def _vault_root(vault: str) -> Path:
@@ -259,6 +260,31 @@ def _intervention(verb: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    """List scheduled jobs, or run one now.
+
+    Examples: vaultgate jobs list
+              vaultgate jobs run daily-brief
+    """
+    ctx = Context(args)
+    if args.action == "run":
+        if not args.job:
+            raise CliError("'jobs run' needs a job id (see 'vaultgate jobs list')")
+        if ctx.remote is None:
+            raise CliError(
+                "no gateway is running for this vault: 'jobs run' needs one; "
+                "start it with 'vaultgate serve'"
+            )
+        result = ctx.remote.call("POST", f"/api/jobs/{args.job}/run")
+        print(render_one(result, ctx.output))
+        return 0
+    rows = (
+        ctx.remote.call("GET", "/api/jobs")["jobs"] if ctx.remote is not None else ctx.local.jobs()
+    )
+    ctx.print_rows(rows, JOB_COLUMNS)
+    return 0
+
+
 def cmd_top(args: argparse.Namespace) -> int:
     """A live table of threads, refreshed in place (Ctrl-C to leave).
 
@@ -348,6 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("top", cmd_top, "live table of threads")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     p.add_argument("--iterations", type=int, default=0, help=argparse.SUPPRESS)
+
+    p = command("jobs", cmd_jobs, "list scheduled jobs, or run one now", output=True)
+    p.add_argument("action", choices=("list", "run"))
+    p.add_argument("job", nargs="?", help="the job's id (its note's file name)")
 
     for verb in VERBS:
         p = command(verb, _intervention(verb), f"{verb} a thread", output=True)

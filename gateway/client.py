@@ -20,6 +20,7 @@ from gateway.definitions import DEFINITION_TAG, AgentSpec, parse_definition
 from gateway.discovery import find_running, read_token
 from gateway.errors import GatewayError
 from gateway.http.models import event_json, message_json, thread_json
+from gateway.jobs import JOB_TAG, Job, parse_job
 from gateway.registry import Registry
 from gateway.send import write_inbound
 from gateway.settings import Settings
@@ -134,6 +135,39 @@ class Local:
                         }
                     )
             return sorted(out, key=lambda a: a["name"])
+
+        return asyncio.run(scan())
+
+    def jobs(self) -> list[dict[str, Any]]:
+        async def scan() -> list[dict[str, Any]]:
+            vault = FolderVault(self.root, max_note_bytes=self.settings.max_note_bytes)
+            out: list[dict[str, Any]] = []
+            for path in await vault.find_by_tag(JOB_TAG):
+                entry = parse_job(await vault.read(path))
+                if isinstance(entry, Job):
+                    out.append(
+                        {
+                            "id": entry.id,
+                            "agent": entry.agent,
+                            "cron": entry.cron,
+                            "tz": entry.tz,
+                            "subject": entry.subject,
+                            "status": "stopped" if entry.enabled else "disabled",
+                            "next_run_at": None,
+                            "last_status": None,
+                            "path": entry.path,
+                        }
+                    )
+                else:
+                    out.append(
+                        {
+                            "id": entry.id,
+                            "status": "error",
+                            "error": entry.error,
+                            "path": entry.path,
+                        }
+                    )
+            return sorted(out, key=lambda j: str(j["id"]))
 
         return asyncio.run(scan())
 

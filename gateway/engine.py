@@ -37,6 +37,7 @@ from gateway.inbound import (
     new_message_id,
     read_message,
 )
+from gateway.jobs import Clock, JobRunner
 from gateway.queues import DrainQueues
 from gateway.registry import Registry, ThreadRecord, TurnRecord, now_iso
 from gateway.settings import Settings
@@ -70,6 +71,7 @@ class Gateway:
         settings: Settings,
         *,
         backends: Mapping[str, Backend] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.vault = vault
         self.settings = settings
@@ -80,6 +82,8 @@ class Gateway:
         self.registry: Registry | None = None
         self.runner: TurnRunner | None = None
         self.control: ThreadControl | None = None
+        self.jobs: JobRunner | None = None
+        self._clock = clock
         self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._ready)
         self.started_at = time.time()
         self._watcher: Watcher | None = None
@@ -87,6 +91,8 @@ class Gateway:
         self._waiting: dict[str, float] = {}
         self._resumed: dict[str, asyncio.Event] = {}
         self._note_paused: set[str] = set()
+        self._turn_waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self.bus.add_listener(self._resolve_waiters)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.ready = asyncio.Event()
@@ -108,18 +114,34 @@ class Gateway:
         self.control = ThreadControl(
             self.registry, self.vault, self.bus, self.runner, self._resumed
         )
+        self.jobs = JobRunner(
+            self.vault,
+            self.settings,
+            self.registry,
+            self.catalogue,
+            self.submit,
+            self.bus,
+            self._clock,
+        )
         self._watcher = self.vault.watch()
         await self._watcher.start()
         inbound: list[Note] = []
+        job_notes: list[Note] = []
         async for item in self.vault.rescan():
             if item.note is not None:
                 await self._load_if_definition(item.note)
                 self._note_control(item.note, at_start=True)
                 if is_inbound(item.note, self.settings) and not self._finished(item.note):
                     inbound.append(item.note)
+                if self.jobs.is_job_note(item.note):
+                    job_notes.append(item.note)
             elif item.error is not None:
                 await self._on_broken(item.error)
+        for note in job_notes:
+            await self.jobs.load(note)
+        await self.jobs.recheck_agents()
         await self._recover()
+        self.jobs.start()
         self._tasks = [
             asyncio.create_task(self._intake_loop(), name="intake"),
             asyncio.create_task(self._watch_loop(), name="watch"),
@@ -135,6 +157,8 @@ class Gateway:
         self._stopping = True
         if self._watcher is not None:
             await self._watcher.stop()
+        if self.jobs is not None:
+            await self.jobs.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -156,6 +180,7 @@ class Gateway:
         if not note.has_tag(DEFINITION_TAG):
             if self.catalogue.remove(note.path) is not None:
                 self.bus.publish("agent.removed", path=note.path)
+                await self._definitions_changed()
             return
         entry = self.catalogue.put(note.path, parse_definition(note))
         await self._stamp_definition(note, entry)
@@ -163,6 +188,11 @@ class Gateway:
             self.bus.publish("agent.loaded", agent=entry.name)
             if self._waiting:
                 await self._reroute_waiting()
+        await self._definitions_changed()
+
+    async def _definitions_changed(self) -> None:
+        if self.jobs is not None and self.ready.is_set():
+            await self.jobs.recheck_agents()
 
     async def _stamp_definition(self, note: Note, entry: AgentSpec | DefinitionProblem) -> None:
         try:
@@ -219,6 +249,9 @@ class Gateway:
         if event.kind == "deleted":
             if self.catalogue.remove(event.path) is not None:
                 self.bus.publish("agent.removed", path=event.path)
+                await self._definitions_changed()
+            if self.jobs is not None:
+                self.jobs.forget(event.path)
             return
         if event.error is not None:
             await self._on_broken(event.error)
@@ -229,6 +262,8 @@ class Gateway:
         await self._load_if_definition(note)
         if is_inbound(note, self.settings) and not self._finished(note):
             self._intake_q.put_nowait(note)
+        if self.jobs is not None:
+            await self.jobs.load(note)
         await self._apply_note_control(note)
 
     # -- control from the vault -----------------------------------------------
@@ -534,6 +569,26 @@ class Gateway:
         return self.registry
 
     # -- queries used by the CLI and HTTP ---------------------------------------
+
+    def waiter(self, turn_id: str) -> asyncio.Future[dict[str, Any]]:
+        """A future resolved with the turn's final event (done or rejected)."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._turn_waiters.setdefault(turn_id, []).append(future)
+        return future
+
+    def forget_waiter(self, turn_id: str, future: asyncio.Future[dict[str, Any]]) -> None:
+        waiting = self._turn_waiters.get(turn_id, [])
+        if future in waiting:
+            waiting.remove(future)
+        if not waiting:
+            self._turn_waiters.pop(turn_id, None)
+
+    def _resolve_waiters(self, event: dict[str, Any]) -> None:
+        if event["type"] not in ("turn.done", "turn.rejected"):
+            return
+        for future in self._turn_waiters.pop(str(event.get("turn")), []):
+            if not future.done():
+                future.set_result(event)
 
     def thread_for(
         self, spec: AgentSpec, channel: str | None, subject: str | None, message_id: str

@@ -4,7 +4,6 @@ error middleware turns that into the JSON error body."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -17,13 +16,12 @@ from gateway.engine import Gateway
 from gateway.errors import RoutingError, UnknownThread
 from gateway.http.errors import ApiError
 from gateway.http.models import SendMessage, event_json, message_json, thread_json
+from gateway.jobs import Job
 from gateway.registry import Registry, ThreadRecord
 from gateway.send import write_inbound
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 PREFLIGHT: web.AppKey[dict[str, Any]] = web.AppKey("preflight", dict)
-
-FINAL_EVENTS = ("turn.done", "turn.rejected")
 
 
 def _gw(request: web.Request) -> Gateway:
@@ -144,50 +142,38 @@ async def post_message(request: web.Request) -> web.Response:
             f"channel {body.channel!r} is not one of "
             f"agent {spec.name!r}'s channels ({', '.join(spec.channels)})",
         )
-    events = gateway.bus.subscribe() if body.wait else None
+    note = await write_inbound(
+        gateway.vault,
+        gateway.settings,
+        text=body.text,
+        agent=spec.name,
+        channel=body.channel,
+        subject=body.subject,
+        sender=body.sender,
+        source="http",
+    )
+    message_id = str(note.get("id"))
+    # Registered before the gateway sees the note, so the end cannot be missed.
+    done = gateway.waiter(message_id) if body.wait else None
+    gateway.submit(note)
+    answer: dict[str, Any] = {
+        "id": message_id,
+        "note": note.path,
+        "thread": gateway.thread_for(spec, body.channel, body.subject, message_id),
+        "status": "queued",
+    }
+    if done is None:
+        return web.json_response(answer, status=202)
     try:
-        note = await write_inbound(
-            gateway.vault,
-            gateway.settings,
-            text=body.text,
-            agent=spec.name,
-            channel=body.channel,
-            subject=body.subject,
-            sender=body.sender,
-            source="http",
-        )
-        gateway.submit(note)
-        answer: dict[str, Any] = {
-            "id": note.get("id"),
-            "note": note.path,
-            "thread": gateway.thread_for(spec, body.channel, body.subject, str(note.get("id"))),
-            "status": "queued",
-        }
-        if events is None:
-            return web.json_response(answer, status=202)
-        final = await _wait_final(events, answer["id"], body.timeout_s)
-    finally:
-        if events is not None:
-            gateway.bus.unsubscribe(events)
-    if final is None:
+        async with asyncio.timeout(body.timeout_s):
+            await done
+    except TimeoutError:
         return web.json_response({**answer, "timed_out": True}, status=202)
-    turn = await _registry(request).get_turn(answer["id"])
+    finally:
+        gateway.forget_waiter(message_id, done)
+    turn = await _registry(request).get_turn(message_id)
     assert turn is not None
     return web.json_response({**answer, **message_json(turn)}, status=200)
-
-
-async def _wait_final(
-    events: asyncio.Queue[dict[str, Any] | None], turn_id: str, timeout_s: float
-) -> dict[str, Any] | None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(timeout_s):
-            while True:
-                event = await events.get()
-                if event is None:
-                    return None
-                if event["type"] in FINAL_EVENTS and event.get("turn") == turn_id:
-                    return event
-    return None
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -257,6 +243,30 @@ async def intervene(request: web.Request) -> web.Response:
     return web.json_response(thread_json(updated))
 
 
+# -- jobs ---------------------------------------------------------------------
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    jobs = _gw(request).jobs
+    assert jobs is not None
+    return web.json_response({"jobs": await jobs.describe()})
+
+
+async def run_job(request: web.Request) -> web.Response:
+    runner = _gw(request).jobs
+    assert runner is not None
+    job_id = request.match_info["id"]
+    job = runner.jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "unknown_job", f"no job {job_id!r} (see GET /api/jobs)")
+    if not isinstance(job, Job):
+        raise ApiError(409, "broken_job", f"job {job_id!r} cannot run: {job.error}")
+    message_id = await runner.fire(job)
+    if message_id is None:
+        raise ApiError(409, "broken_job", f"job {job_id!r} cannot run: no agent {job.agent!r}")
+    return web.json_response({"job": job_id, "id": message_id, "status": "queued"}, status=202)
+
+
 # -- events -------------------------------------------------------------------
 
 
@@ -306,6 +316,8 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/threads/{id}/events", thread_events)
     r.add_post("/api/threads/{id}/{verb}", intervene)
     r.add_get("/api/events", events_stream)
+    r.add_get("/api/jobs", list_jobs)
+    r.add_post("/api/jobs/{id}/run", run_job)
     r.add_get("/api/channels/{ch}/threads", list_threads)
     r.add_get("/api/channels/{ch}/threads/{id}", get_thread)
     r.add_get("/api/channels/{ch}/threads/{id}/messages", thread_messages)

@@ -3,6 +3,7 @@
 from gateway.registry.store import (
     FINAL_TURN,
     EventRecord,
+    JobState,
     Registry,
     ThreadRecord,
     ThreadStatus,
@@ -15,6 +16,7 @@ from gateway.registry.store import (
 __all__ = [
     "FINAL_TURN",
     "EventRecord",
+    "JobState",
     "Registry",
     "ThreadRecord",
     "ThreadStatus",

@@ -75,8 +75,21 @@ m001_initial = """
         CREATE INDEX events_thread ON events(thread_id, id);
 """
 
+m002_jobs = """
+        CREATE TABLE jobs (
+            id TEXT PRIMARY KEY,
+            last_run_at TEXT,
+            last_slot TEXT,
+            next_run_at TEXT,
+            last_status TEXT,
+            last_message TEXT,
+            updated_at TEXT NOT NULL
+        );
+"""
+
 MIGRATIONS: list[tuple[str, str]] = [
     ("m001_initial", m001_initial),
+    ("m002_jobs", m002_jobs),
 ]
 
 

@@ -105,6 +105,17 @@ class EventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class JobState:
+    id: str
+    last_run_at: str | None
+    last_slot: str | None
+    next_run_at: str | None
+    last_status: str | None
+    last_message: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
 class TurnOutcome:
     """What a finished turn produced, as the registry records it."""
 
@@ -490,6 +501,34 @@ class Registry:
         sql = f"SELECT * FROM threads{where} ORDER BY updated_at DESC LIMIT ?"
         rows = await self._read(lambda db: db.execute(sql, (*args, limit)).fetchall())
         return [_thread(r) for r in rows]
+
+    # -- jobs -----------------------------------------------------------------
+
+    async def job_state(self, job_id: str) -> JobState | None:
+        row = await self._read(
+            lambda db: db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+        return JobState(**dict(row)) if row else None
+
+    async def save_job_state(self, job_id: str, **fields: Any) -> None:
+        allowed = {"last_run_at", "last_slot", "next_run_at", "last_status", "last_message"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise ValueError(f"cannot update job fields {sorted(unknown)}")
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO jobs (id, updated_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING",
+                (job_id, now_iso()),
+            )
+            if fields:
+                assignments = ", ".join(f"{k} = ?" for k in fields)
+                db.execute(
+                    f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?",
+                    (*fields.values(), now_iso(), job_id),
+                )
+
+        await self._write(op)
 
     # -- events ---------------------------------------------------------------
 

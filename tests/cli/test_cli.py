@@ -192,3 +192,22 @@ def test_a_stale_discovery_file_is_recognised_by_its_pid(vault: Path) -> None:
     sent = vg("send", "echo", "after a crash", "-o", "json", vault=vault)
     assert sent.returncode == 0, sent.stderr  # wrote the note; did not call the dead URL
     assert (vault / json.loads(sent.stdout)["note"]).exists()
+
+
+async def test_jobs_list_and_run(served: Serve, vault: Path) -> None:
+    (vault / "Jobs").mkdir()
+    (vault / "Jobs" / "brief.md").write_text(
+        "---\ntags: [agent/job]\nagent: echo\ncron: '0 9 * * *'\n---\nBrief me.\n"
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        listed = await avg("jobs", "list", "-o", "json", vault=vault)
+        jobs = json.loads(listed.stdout) if listed.returncode == 0 else []
+        if jobs:
+            break
+        assert time.monotonic() < deadline, listed.stderr
+        await asyncio.sleep(0.05)
+    assert jobs[0]["id"] == "brief" and jobs[0]["status"] == "enabled"
+    ran = await avg("jobs", "run", "brief", "-o", "json", vault=vault)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["status"] == "queued"

@@ -6,11 +6,13 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from gateway.backends import Backend, EchoBackend, ScriptedBackend
 from gateway.engine import Gateway
+from gateway.jobs import Clock
 from gateway.serve import open_vault
 from gateway.settings import Settings
 from vault_adapter import Note, parse_note
@@ -49,6 +51,7 @@ class Harness:
     backend: ScriptedBackend
     gateway: Gateway | None = None
     extra_backends: dict[str, Backend] = field(default_factory=dict)
+    clock: Clock | None = None
     events: asyncio.Queue[dict[str, Any] | None] | None = None
     seen: list[dict[str, Any]] = field(default_factory=list)
 
@@ -68,6 +71,7 @@ class Harness:
             open_vault(self.root, self.settings),
             self.settings,
             backends={"scripted": self.backend, "echo": EchoBackend(), **self.extra_backends},
+            clock=self.clock,
         )
         self.events = self.gateway.bus.subscribe()
         await self.gateway.start()
@@ -123,6 +127,23 @@ class Harness:
         await self.wait_count(FINAL, count, timeout)
         return [e for e in self.seen if e["type"] in FINAL]
 
+    async def wait_for_file(
+        self, rel: str, check: Callable[[dict[str, Any]], bool], timeout: float = TIMEOUT
+    ) -> Note:
+        """Wait until a note someone else writes (the gateway) satisfies ``check``."""
+        found: list[Note] = []
+
+        def ok() -> bool:
+            try:
+                note = self.note(rel)
+            except Exception:
+                return False
+            found[:] = [note]
+            return check(note.frontmatter)
+
+        await eventually(ok, timeout)
+        return found[0]
+
     def count(self, kinds: tuple[str, ...]) -> int:
         return sum(1 for e in self.seen if e["type"] in kinds)
 
@@ -142,3 +163,29 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], timeout: float
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+class FakeClock:
+    """A clock tests move by hand: nothing waits for real minutes."""
+
+    def __init__(self, start: datetime) -> None:
+        self.t = start
+        self._moved = asyncio.Event()
+
+    def now(self) -> datetime:
+        return self.t
+
+    async def sleep_until(self, when: datetime, wake: asyncio.Event) -> None:
+        while self.t < when and not wake.is_set():
+            moved = asyncio.ensure_future(self._moved.wait())
+            woken = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait({moved, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                moved.cancel()
+                woken.cancel()
+
+    def advance(self, seconds: float) -> None:
+        self.t += timedelta(seconds=seconds)
+        self._moved.set()
+        self._moved = asyncio.Event()

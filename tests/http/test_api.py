@@ -228,3 +228,23 @@ async def test_http_client_survives_connection_reuse(api: Api) -> None:
         for _ in range(3):
             async with session.get(api.url + "/api/agents", headers=api.auth()) as r:
                 assert r.status == 200
+
+
+async def test_jobs_are_listed_and_can_be_run_now(api: Api) -> None:
+    h = api.harness
+    h.write(
+        "Jobs/brief.md",
+        "---\ntags: [agent/job]\nagent: helper\ncron: '0 9 * * *'\n"
+        "subject: daily\n---\nThe brief, please.\n",
+    )
+    await h.wait_for_file("Jobs/brief.md", lambda fm: "next_run_at" in fm)
+    status, body = await api.get("/api/jobs")
+    assert status == 200
+    [job] = body["jobs"]
+    assert (job["id"], job["status"], job["cron"]) == ("brief", "enabled", "0 9 * * *")
+    status, fired = await api.post("/api/jobs/brief/run")
+    assert status == 202 and fired["job"] == "brief"
+    [done] = await h.done(1)
+    assert done["turn"] == fired["id"] and done["thread"] == "help:helper--daily"
+    status, missing = await api.post("/api/jobs/nope/run")
+    assert status == 404 and missing["error"]["code"] == "unknown_job"
