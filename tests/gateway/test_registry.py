@@ -63,3 +63,28 @@ async def test_adding_a_known_turn_returns_the_existing_row(tmp_path: Path) -> N
         assert again.note == "Inbox/1.md" and again.seq == first.seq
     finally:
         await registry.close()
+
+
+async def test_an_old_database_is_brought_up_to_date_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at TEXT)")
+    first_name, first_sql = MIGRATIONS[0]
+    db.executescript(
+        f"BEGIN;\n{first_sql}\nINSERT INTO _migrations VALUES ('{first_name}', 'then');\nCOMMIT;"
+    )
+    db.execute(
+        "INSERT INTO turns (id, note, status, received_at) VALUES ('m1', 'n.md', 'queued', 't')"
+    )
+    db.close()
+    registry = await Registry.open(path)
+    try:
+        assert (await registry.get_turn("m1")) is not None
+        await registry.save_job_state("j", last_status="fired")
+        state = await registry.job_state("j")
+        assert state is not None and state.last_status == "fired"
+    finally:
+        await registry.close()
+    db = sqlite3.connect(path)
+    names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
+    assert names == [name for name, _ in MIGRATIONS]
