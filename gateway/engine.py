@@ -30,18 +30,16 @@ from gateway.definitions import (
     parse_definition,
 )
 from gateway.inbound import (
-    MESSAGE_TAG,
-    InboundMessage,
     is_inbound,
     is_inbound_path,
-    new_message_id,
     read_message,
 )
+from gateway.intake import Intake
 from gateway.jobs import Clock, JobRunner
 from gateway.queues import DrainQueues
-from gateway.registry import Registry, ThreadRecord, TurnRecord, now_iso
+from gateway.registry import Registry, ThreadRecord, TurnRecord
 from gateway.settings import Settings
-from gateway.threads import address, new_session_id
+from gateway.threads import address
 from gateway.turns import TurnRunner, reply_path
 from vault_adapter import FolderVault, Note, NoteParseError, VaultError, VaultEvent, Watcher
 from vault_adapter.note import dump_yaml, split_frontmatter
@@ -87,8 +85,7 @@ class Gateway:
         self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._ready)
         self.started_at = time.time()
         self._watcher: Watcher | None = None
-        self._intake_q: asyncio.Queue[Note | None] = asyncio.Queue()
-        self._waiting: dict[str, float] = {}
+        self.intake: Intake | None = None
         self._resumed: dict[str, asyncio.Event] = {}
         self._note_paused: set[str] = set()
         self._turn_waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
@@ -113,6 +110,9 @@ class Gateway:
         )
         self.control = ThreadControl(
             self.registry, self.vault, self.bus, self.runner, self._resumed
+        )
+        self.intake = Intake(
+            self.vault, self.settings, self.registry, self.catalogue, self.queues, self.bus
         )
         self.jobs = JobRunner(
             self.vault,
@@ -140,16 +140,16 @@ class Gateway:
         for note in job_notes:
             await self.jobs.load(note)
         await self.jobs.recheck_agents()
-        await self._recover()
+        await self.intake.recover()
         self.jobs.start()
         self._tasks = [
-            asyncio.create_task(self._intake_loop(), name="intake"),
+            asyncio.create_task(self.intake.run(), name="intake"),
             asyncio.create_task(self._watch_loop(), name="watch"),
-            asyncio.create_task(self._reap_waiting(), name="waiting"),
+            asyncio.create_task(self.intake.reap_waiting(), name="waiting"),
         ]
         inbound.sort(key=lambda n: (str(n.get("received_at") or ""), n.mtime, n.path))
         for note in inbound:
-            self._intake_q.put_nowait(note)
+            self.intake.submit(note)
         self.ready.set()
 
     async def stop(self) -> None:
@@ -186,8 +186,8 @@ class Gateway:
         await self._stamp_definition(note, entry)
         if isinstance(entry, AgentSpec):
             self.bus.publish("agent.loaded", agent=entry.name)
-            if self._waiting:
-                await self._reroute_waiting()
+            if self.intake is not None and self.intake.waiting:
+                await self.intake.reroute_waiting()
         await self._definitions_changed()
 
     async def _definitions_changed(self) -> None:
@@ -261,7 +261,7 @@ class Gateway:
             return
         await self._load_if_definition(note)
         if is_inbound(note, self.settings) and not self._finished(note):
-            self._intake_q.put_nowait(note)
+            self.submit(note)
         if self.jobs is not None:
             await self.jobs.load(note)
         await self._apply_note_control(note)
@@ -305,245 +305,10 @@ class Gateway:
         assert self.control is not None, "gateway not started"
         return await self.control.apply(thread_id, verb, source=source)
 
-    # -- intake ----------------------------------------------------------------
-
-    async def _intake_loop(self) -> None:
-        while True:
-            note = await self._intake_q.get()
-            if note is None:
-                return
-            try:
-                await self._intake(note)
-            except VaultError as exc:
-                log.warning("could not take in %s: %s", note.path, exc)
-            except Exception:
-                log.exception("could not take in %s", note.path)
-
     def submit(self, note: Note) -> None:
-        """Take in an inbound note written by someone other than the watcher (HTTP, CLI)."""
-        self._intake_q.put_nowait(note)
-
-    async def _intake(self, note: Note) -> None:
-        assert self.registry is not None
-        if self.vault.index.hash_of(note.path) not in (None, note.content_hash):
-            # The note changed since this copy was read (we may have stamped it
-            # already): decide on what is on disk now, never on a stale copy.
-            try:
-                note = await self.vault.read(note.path)
-            except VaultError:
-                return
-            if not is_inbound(note, self.settings):
-                return
-        msg = read_message(note)
-        if msg.is_draft:
-            return
-        if msg.id is None:
-            open_turn = await self.registry.open_turn_for_note(note.path)
-            if open_turn is not None:
-                # A save from a stale editor buffer dropped our stamp: put it back.
-                await self.vault.update_fields(
-                    note.path, {"id": open_turn.id, "status": open_turn.status}
-                )
-                return
-        else:
-            known = await self.registry.get_turn(msg.id)
-            if known is not None:
-                await self._known_message(msg, known)
-                return
-        if msg.is_final:
-            return
-        turn_id = msg.id or new_message_id()
-        received_at = str(note.get("received_at") or now_iso())
-        if not msg.text:
-            await self._reject(
-                msg,
-                turn_id,
-                received_at,
-                "empty message: write the text below the frontmatter, then remove "
-                "'status' and 'error' to send it",
-            )
-            return
-        await self._route(msg, turn_id, received_at)
-
-    async def _known_message(self, msg: InboundMessage, turn: TurnRecord) -> None:
-        if turn.finalized and not msg.is_final:
-            fields: dict[str, Any] = {"status": turn.status}
-            if turn.reply_note:
-                fields["reply"] = f"[[{turn.reply_note.removesuffix('.md')}]]"
-            if turn.error:
-                fields["error"] = turn.error
-            await self.vault.update_fields(msg.note.path, fields)
-        elif not turn.finalized and turn.id not in self.queues and turn.id not in self._waiting:
-            await self._requeue(turn)
-
-    async def _route(self, msg: InboundMessage, turn_id: str, received_at: str) -> None:
-        assert self.registry is not None
-        if not msg.agent and not msg.channel:
-            names = ", ".join(s.name for s in self.catalogue.agents()) or "none defined yet"
-            await self._reject(
-                msg,
-                turn_id,
-                received_at,
-                f"no agent: add 'agent: <name>' or 'channel: <channel>' (agents: {names})",
-            )
-            return
-        spec = (
-            self.catalogue.by_name(msg.agent)
-            if msg.agent
-            else self.catalogue.by_channel(msg.channel or "")
-        )
-        if spec is None:
-            problem = self.catalogue.problem_named(msg.agent or "")
-            if problem is not None:
-                await self._reject(
-                    msg,
-                    turn_id,
-                    received_at,
-                    f"agent {problem.name!r} has a broken definition ({problem.path}): "
-                    f"{problem.error}",
-                )
-                return
-            await self._stamp_arrival(msg, turn_id, received_at, None)
-            await self.registry.add_turn(turn_id, msg.note.path, received_at, status="waiting")
-            await self.registry.wait_turn(
-                turn_id, agent=msg.agent, channel=msg.channel, subject=msg.subject
-            )
-            # A re-route after another definition loaded keeps the first deadline.
-            self._waiting.setdefault(turn_id, time.monotonic() + self.settings.agent_wait_s)
-            self.bus.publish("turn.waiting", turn=turn_id, agent=msg.agent, channel=msg.channel)
-            return
-        if not spec.enabled:
-            await self._reject(
-                msg, turn_id, received_at, f"agent {spec.name!r} is disabled ({spec.path})"
-            )
-            return
-        if msg.channel and msg.agent and msg.channel not in spec.channels:
-            await self._reject(
-                msg,
-                turn_id,
-                received_at,
-                f"channel {msg.channel!r} is not one of agent {spec.name!r}'s channels "
-                f"({', '.join(spec.channels)})",
-            )
-            return
-        channel = msg.channel if msg.channel in spec.channels else spec.channels[0]
-        where = address(spec, channel, msg.subject, self.settings.threads_folder, turn_id)
-        await self._stamp_arrival(msg, turn_id, received_at, where.link)
-        await self.registry.add_turn(turn_id, msg.note.path, received_at)
-        thread = await self.registry.ensure_thread(
-            where.thread_id,
-            agent=spec.name,
-            channel=channel,
-            subject=msg.subject,
-            mode=spec.mode,
-            note=where.note_path,
-            session_id=new_session_id(),
-        )
-        await self.registry.route_turn(
-            turn_id,
-            agent=spec.name,
-            channel=channel,
-            subject=msg.subject,
-            sender=msg.sender,
-            thread_id=thread.id,
-            drain_key=where.drain_key,
-        )
-        self._waiting.pop(turn_id, None)
-        self.queues.put(where.drain_key, turn_id)
-        self.bus.publish("turn.queued", turn=turn_id, thread=thread.id, agent=spec.name)
-
-    async def _stamp_arrival(
-        self, msg: InboundMessage, turn_id: str, received_at: str, thread_link: str | None
-    ) -> None:
-        tags = list(msg.note.tags)
-        if not msg.note.has_tag(MESSAGE_TAG):
-            tags.append(MESSAGE_TAG)
-        fields: dict[str, Any] = {
-            "tags": tags,
-            "direction": "inbound",
-            "id": turn_id,
-            "status": "queued",
-            "received_at": received_at,
-        }
-        if thread_link:
-            fields["thread"] = thread_link
-        await self.vault.update_fields(msg.note.path, fields)
-
-    async def _reject(
-        self, msg: InboundMessage, turn_id: str, received_at: str, reason: str
-    ) -> None:
-        assert self.registry is not None
-        await self._stamp_arrival(msg, turn_id, received_at, None)
-        await self.vault.update_fields(
-            msg.note.path, {"status": "rejected", "error": reason, "finished_at": now_iso()}
-        )
-        await self.registry.add_turn(turn_id, msg.note.path, received_at, status="rejected")
-        await self.registry.set_turn_status(turn_id, "rejected", error=reason)
-        await self.registry.add_event("rejected", turn_id=turn_id, data={"reason": reason})
-        self._waiting.pop(turn_id, None)
-        self.bus.publish("turn.rejected", turn=turn_id, note=msg.note.path, error=reason)
-
-    # -- waiting for definitions ----------------------------------------------
-
-    async def _reroute_waiting(self) -> None:
-        for turn_id in list(self._waiting):
-            turn = await self._registry().get_turn(turn_id)
-            if turn is None:
-                self._waiting.pop(turn_id, None)
-                continue
-            await self._requeue(turn)
-
-    async def _reap_waiting(self) -> None:
-        while True:
-            await asyncio.sleep(min(1.0, max(self.settings.agent_wait_s / 4, 0.05)))
-            now = time.monotonic()
-            for turn_id, deadline in list(self._waiting.items()):
-                if deadline > now:
-                    continue
-                self._waiting.pop(turn_id, None)
-                turn = await self._registry().get_turn(turn_id)
-                if turn is None or turn.status != "waiting":
-                    continue
-                try:
-                    note = await self.vault.read(turn.note)
-                except VaultError:
-                    continue
-                target = turn.agent or turn.channel
-                kind = "agent" if turn.agent else "channel"
-                names = ", ".join(s.name for s in self.catalogue.agents()) or "none"
-                await self._reject(
-                    read_message(note),
-                    turn_id,
-                    turn.received_at,
-                    f"no {kind} named {target!r} (waited {self.settings.agent_wait_s:g} s for "
-                    f"its definition; agents: {names})",
-                )
-
-    # -- recovery --------------------------------------------------------------
-
-    async def _recover(self) -> None:
-        """Queue again every turn the registry says is not finished, oldest first."""
-        for turn in await self._registry().open_turns():
-            await self._requeue(turn)
-
-    async def _requeue(self, turn: TurnRecord) -> None:
-        if turn.status == "rejected":
-            return
-        if turn.drain_key is not None and turn.thread_id is not None:
-            if turn.status == "running":
-                await self._registry().add_event(
-                    "interrupted", thread_id=turn.thread_id, turn_id=turn.id
-                )
-            self.queues.put(turn.drain_key, turn.id)
-            return
-        # Recorded but never routed (a crash between the two, or waiting for
-        # an agent): route it again from its note.
-        try:
-            note = await self.vault.read(turn.note)
-        except VaultError as exc:
-            await self._registry().set_turn_status(turn.id, "rejected", error=str(exc))
-            return
-        await self._route(read_message(note), turn.id, turn.received_at)
+        """Take in an inbound note (from the watcher, HTTP, the CLI or a job)."""
+        assert self.intake is not None, "gateway not started"
+        self.intake.submit(note)
 
     # -- running turns ----------------------------------------------------------
 
@@ -609,5 +374,5 @@ class Gateway:
             ],
             "queued": self.queues.depth(),
             "running": len(self.queues.running),
-            "waiting": len(self._waiting),
+            "waiting": len(self.intake.waiting) if self.intake else 0,
         }

@@ -1,0 +1,290 @@
+"""Intake: inbound notes become queued turns, exactly once, in the order they were seen.
+
+One task takes notes in (from the watcher, the start-up scan, HTTP and the
+job runner) one at a time, so arrival order is the order notes were seen. A
+note is stamped with its message id *before* the registry records it: a crash
+in between leaves a stamped note that the next start records under the same
+id, never a turn without its note. Messages for an agent that is not defined
+yet wait (``agent_wait_s``) and are routed when the definition loads; at start,
+the registry's unfinished turns are queued again, oldest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from gateway.bus import EventBus
+from gateway.definitions import Catalogue
+from gateway.inbound import (
+    MESSAGE_TAG,
+    InboundMessage,
+    is_inbound,
+    new_message_id,
+    read_message,
+)
+from gateway.queues import DrainQueues
+from gateway.registry import Registry, TurnRecord, now_iso
+from gateway.settings import Settings
+from gateway.threads import address, new_session_id
+from vault_adapter import FolderVault, Note, VaultError
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    def __init__(
+        self,
+        vault: FolderVault,
+        settings: Settings,
+        registry: Registry,
+        catalogue: Catalogue,
+        queues: DrainQueues,
+        bus: EventBus,
+    ) -> None:
+        self.vault = vault
+        self.settings = settings
+        self.registry = registry
+        self.catalogue = catalogue
+        self.queues = queues
+        self.bus = bus
+        self.waiting: dict[str, float] = {}
+        """Message id -> deadline (monotonic) of messages waiting for their agent."""
+        self._queue: asyncio.Queue[Note | None] = asyncio.Queue()
+
+    async def run(self) -> None:
+        while True:
+            note = await self._queue.get()
+            if note is None:
+                return
+            try:
+                await self._intake(note)
+            except VaultError as exc:
+                log.warning("could not take in %s: %s", note.path, exc)
+            except Exception:
+                log.exception("could not take in %s", note.path)
+
+    def submit(self, note: Note) -> None:
+        """Take in an inbound note written by someone other than the watcher (HTTP, CLI)."""
+        self._queue.put_nowait(note)
+
+    async def _intake(self, note: Note) -> None:
+        if self.vault.index.hash_of(note.path) not in (None, note.content_hash):
+            # The note changed since this copy was read (we may have stamped it
+            # already): decide on what is on disk now, never on a stale copy.
+            try:
+                note = await self.vault.read(note.path)
+            except VaultError:
+                return
+            if not is_inbound(note, self.settings):
+                return
+        msg = read_message(note)
+        if msg.is_draft:
+            return
+        if msg.id is None:
+            open_turn = await self.registry.open_turn_for_note(note.path)
+            if open_turn is not None:
+                # A save from a stale editor buffer dropped our stamp: put it back.
+                await self.vault.update_fields(
+                    note.path, {"id": open_turn.id, "status": open_turn.status}
+                )
+                return
+        else:
+            known = await self.registry.get_turn(msg.id)
+            if known is not None:
+                await self._known_message(msg, known)
+                return
+        if msg.is_final:
+            return
+        turn_id = msg.id or new_message_id()
+        received_at = str(note.get("received_at") or now_iso())
+        if not msg.text:
+            await self._reject(
+                msg,
+                turn_id,
+                received_at,
+                "empty message: write the text below the frontmatter, then remove "
+                "'status' and 'error' to send it",
+            )
+            return
+        await self._route(msg, turn_id, received_at)
+
+    async def _known_message(self, msg: InboundMessage, turn: TurnRecord) -> None:
+        if turn.finalized and not msg.is_final:
+            fields: dict[str, Any] = {"status": turn.status}
+            if turn.reply_note:
+                fields["reply"] = f"[[{turn.reply_note.removesuffix('.md')}]]"
+            if turn.error:
+                fields["error"] = turn.error
+            await self.vault.update_fields(msg.note.path, fields)
+        elif not turn.finalized and turn.id not in self.queues and turn.id not in self.waiting:
+            await self.requeue(turn)
+
+    async def _route(self, msg: InboundMessage, turn_id: str, received_at: str) -> None:
+        if not msg.agent and not msg.channel:
+            names = ", ".join(s.name for s in self.catalogue.agents()) or "none defined yet"
+            await self._reject(
+                msg,
+                turn_id,
+                received_at,
+                f"no agent: add 'agent: <name>' or 'channel: <channel>' (agents: {names})",
+            )
+            return
+        spec = (
+            self.catalogue.by_name(msg.agent)
+            if msg.agent
+            else self.catalogue.by_channel(msg.channel or "")
+        )
+        if spec is None:
+            problem = self.catalogue.problem_named(msg.agent or "")
+            if problem is not None:
+                await self._reject(
+                    msg,
+                    turn_id,
+                    received_at,
+                    f"agent {problem.name!r} has a broken definition ({problem.path}): "
+                    f"{problem.error}",
+                )
+                return
+            await self._stamp_arrival(msg, turn_id, received_at, None)
+            await self.registry.add_turn(turn_id, msg.note.path, received_at, status="waiting")
+            await self.registry.wait_turn(
+                turn_id, agent=msg.agent, channel=msg.channel, subject=msg.subject
+            )
+            # A re-route after another definition loaded keeps the first deadline.
+            self.waiting.setdefault(turn_id, time.monotonic() + self.settings.agent_wait_s)
+            self.bus.publish("turn.waiting", turn=turn_id, agent=msg.agent, channel=msg.channel)
+            return
+        if not spec.enabled:
+            await self._reject(
+                msg, turn_id, received_at, f"agent {spec.name!r} is disabled ({spec.path})"
+            )
+            return
+        if msg.channel and msg.agent and msg.channel not in spec.channels:
+            await self._reject(
+                msg,
+                turn_id,
+                received_at,
+                f"channel {msg.channel!r} is not one of agent {spec.name!r}'s channels "
+                f"({', '.join(spec.channels)})",
+            )
+            return
+        channel = msg.channel if msg.channel in spec.channels else spec.channels[0]
+        where = address(spec, channel, msg.subject, self.settings.threads_folder, turn_id)
+        await self._stamp_arrival(msg, turn_id, received_at, where.link)
+        await self.registry.add_turn(turn_id, msg.note.path, received_at)
+        thread = await self.registry.ensure_thread(
+            where.thread_id,
+            agent=spec.name,
+            channel=channel,
+            subject=msg.subject,
+            mode=spec.mode,
+            note=where.note_path,
+            session_id=new_session_id(),
+        )
+        await self.registry.route_turn(
+            turn_id,
+            agent=spec.name,
+            channel=channel,
+            subject=msg.subject,
+            sender=msg.sender,
+            thread_id=thread.id,
+            drain_key=where.drain_key,
+        )
+        self.waiting.pop(turn_id, None)
+        self.queues.put(where.drain_key, turn_id)
+        self.bus.publish("turn.queued", turn=turn_id, thread=thread.id, agent=spec.name)
+
+    async def _stamp_arrival(
+        self, msg: InboundMessage, turn_id: str, received_at: str, thread_link: str | None
+    ) -> None:
+        tags = list(msg.note.tags)
+        if not msg.note.has_tag(MESSAGE_TAG):
+            tags.append(MESSAGE_TAG)
+        fields: dict[str, Any] = {
+            "tags": tags,
+            "direction": "inbound",
+            "id": turn_id,
+            "status": "queued",
+            "received_at": received_at,
+        }
+        if thread_link:
+            fields["thread"] = thread_link
+        await self.vault.update_fields(msg.note.path, fields)
+
+    async def _reject(
+        self, msg: InboundMessage, turn_id: str, received_at: str, reason: str
+    ) -> None:
+        await self._stamp_arrival(msg, turn_id, received_at, None)
+        await self.vault.update_fields(
+            msg.note.path, {"status": "rejected", "error": reason, "finished_at": now_iso()}
+        )
+        await self.registry.add_turn(turn_id, msg.note.path, received_at, status="rejected")
+        await self.registry.set_turn_status(turn_id, "rejected", error=reason)
+        await self.registry.add_event("rejected", turn_id=turn_id, data={"reason": reason})
+        self.waiting.pop(turn_id, None)
+        self.bus.publish("turn.rejected", turn=turn_id, note=msg.note.path, error=reason)
+
+    # -- waiting for definitions ----------------------------------------------
+
+    async def reroute_waiting(self) -> None:
+        for turn_id in list(self.waiting):
+            turn = await self.registry.get_turn(turn_id)
+            if turn is None:
+                self.waiting.pop(turn_id, None)
+                continue
+            await self.requeue(turn)
+
+    async def reap_waiting(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, max(self.settings.agent_wait_s / 4, 0.05)))
+            now = time.monotonic()
+            for turn_id, deadline in list(self.waiting.items()):
+                if deadline > now:
+                    continue
+                self.waiting.pop(turn_id, None)
+                turn = await self.registry.get_turn(turn_id)
+                if turn is None or turn.status != "waiting":
+                    continue
+                try:
+                    note = await self.vault.read(turn.note)
+                except VaultError:
+                    continue
+                target = turn.agent or turn.channel
+                kind = "agent" if turn.agent else "channel"
+                names = ", ".join(s.name for s in self.catalogue.agents()) or "none"
+                await self._reject(
+                    read_message(note),
+                    turn_id,
+                    turn.received_at,
+                    f"no {kind} named {target!r} (waited {self.settings.agent_wait_s:g} s for "
+                    f"its definition; agents: {names})",
+                )
+
+    # -- recovery --------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Queue again every turn the registry says is not finished, oldest first."""
+        for turn in await self.registry.open_turns():
+            await self.requeue(turn)
+
+    async def requeue(self, turn: TurnRecord) -> None:
+        if turn.status == "rejected":
+            return
+        if turn.drain_key is not None and turn.thread_id is not None:
+            if turn.status == "running":
+                await self.registry.add_event(
+                    "interrupted", thread_id=turn.thread_id, turn_id=turn.id
+                )
+            self.queues.put(turn.drain_key, turn.id)
+            return
+        # Recorded but never routed (a crash between the two, or waiting for
+        # an agent): route it again from its note.
+        try:
+            note = await self.vault.read(turn.note)
+        except VaultError as exc:
+            await self.registry.set_turn_status(turn.id, "rejected", error=str(exc))
+            return
+        await self._route(read_message(note), turn.id, turn.received_at)
