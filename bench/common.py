@@ -1,0 +1,127 @@
+"""Shared pieces of the benchmarks: generated vaults, an in-process gateway, timing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.backends import EchoBackend, ScriptedBackend  # noqa: E402
+from gateway.engine import Gateway  # noqa: E402
+from gateway.serve import open_vault  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
+
+AGENT = """---
+tags: [agent/definition]
+name: bench
+mode: multi-threaded
+backend: scripted
+---
+You are the benchmark agent.
+"""
+
+FILLER = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 6
+
+
+def fill_vault(root: Path, notes: int) -> None:
+    """``notes`` ordinary notes (not messages) spread over 100 folders."""
+    for folder in range(100):
+        (root / f"Area {folder:02d}").mkdir(parents=True, exist_ok=True)
+    for i in range(notes):
+        text = f"---\ntags: [note, topic/{i % 50}]\ncreated: 2026-01-01\n---\n# {i}\n{FILLER}\n"
+        (root / f"Area {i % 100:02d}" / f"note-{i}.md").write_text(text)
+
+
+def inbound(i: int, subjects: int) -> str:
+    return f"---\nagent: bench\nsubject: s{i % subjects}\nsender: bench\n---\nmessage {i}\n"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+@dataclass
+class Result:
+    name: str
+    value: float
+    unit: str
+    target: str
+    met: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+async def start_gateway(root: Path, **settings: Any) -> tuple[Gateway, ScriptedBackend]:
+    backend = ScriptedBackend(usage={"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.0})
+    merged = {"quiet_window_s": 0.05, "port": 0, "max_concurrent_turns": 4, **settings}
+    config = Settings(**merged)
+    gateway = Gateway(
+        open_vault(root, config), config, backends={"scripted": backend, "echo": EchoBackend()}
+    )
+    await gateway.start()
+    return gateway, backend
+
+
+async def wait_turns(gateway: Gateway, count: int, timeout: float = 600) -> None:
+    done = 0
+    finished = asyncio.Event()
+
+    def listener(event: dict[str, Any]) -> None:
+        nonlocal done
+        if event["type"] in ("turn.done", "turn.rejected"):
+            done += 1
+            if done >= count:
+                finished.set()
+
+    gateway.bus.add_listener(listener)
+    async with asyncio.timeout(timeout):
+        await finished.wait()
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def save(results: list[Result], name: str) -> Path:
+    out = ROOT / "bench" / "results" / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine(), "results": [r.__dict__ for r in results]}
+    out.write_text(json.dumps(payload, indent=2))
+    return out
+
+
+def print_table(results: list[Result]) -> None:
+    print(f"{'figure':<44} {'value':>12} {'target':>14}  met")
+    for r in results:
+        value = f"{r.value:.3g} {r.unit}".strip()
+        print(f"{r.name:<44} {value:>12} {r.target:>14}  {'yes' if r.met else 'NO'}")
+
+
+__all__ = ["statistics"]
