@@ -246,6 +246,13 @@ class Gateway:
                 log.exception("could not handle change to %s", event.path)
 
     async def _on_event(self, event: VaultEvent) -> None:
+        if event.kind == "rescan":
+            async for item in self.vault.rescan():
+                if item.note is not None:
+                    await self._on_note(item.note)
+                elif item.error is not None:
+                    await self._on_broken(item.error)
+            return
         if event.kind == "deleted":
             if self.catalogue.remove(event.path) is not None:
                 self.bus.publish("agent.removed", path=event.path)
@@ -256,9 +263,10 @@ class Gateway:
         if event.error is not None:
             await self._on_broken(event.error)
             return
-        note = event.note
-        if note is None:
-            return
+        if event.note is not None:
+            await self._on_note(event.note)
+
+    async def _on_note(self, note: Note) -> None:
         await self._load_if_definition(note)
         if is_inbound(note, self.settings) and not self._finished(note):
             self.submit(note)

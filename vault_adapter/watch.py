@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,9 @@ from vault_adapter.errors import NoteParseError, VaultError
 from vault_adapter.note import Note
 from vault_adapter.paths import is_hidden
 
-EventKind = Literal["created", "modified", "deleted", "moved"]
+EventKind = Literal["created", "modified", "deleted", "moved", "rescan"]
+
+log = logging.getLogger(__name__)
 
 _IGNORED_TYPES = {"opened", "closed", "closed_no_write"}
 _BATCH = 64
@@ -47,6 +50,10 @@ class VaultEvent:
     error: NoteParseError | None = None
     src_path: str | None = None
     """For ``moved``: where the note was before (a ``deleted`` event is sent for it too)."""
+
+
+RESCAN = VaultEvent("rescan", "")
+"""Changes may have been missed (the watcher had to be restarted): scan everything again."""
 
 
 Settle = Callable[[str, str | None], VaultEvent | None]
@@ -114,8 +121,15 @@ class Watcher:
         self._queue: asyncio.Queue[VaultEvent] = asyncio.Queue()
         self._observer: BaseObserver | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self.restarts = 0
 
     async def start(self) -> None:
+        self._observer = await self._start_observer()
+        self._reader = asyncio.create_task(self._read_settled(), name="vault-watcher")
+        self._supervisor = asyncio.create_task(self._supervise(), name="vault-watcher-check")
+
+    async def _start_observer(self) -> BaseObserver:
         loop = asyncio.get_running_loop()
         observer: BaseObserver = (
             PollingObserver(timeout=self._poll_interval) if self._polling else Observer()
@@ -128,13 +142,34 @@ class Watcher:
                 f"cannot watch {self._root}: {exc}. If inotify watches ran out, raise "
                 "fs.inotify.max_user_watches or set watch_polling = true"
             ) from exc
-        self._observer = observer
-        self._reader = asyncio.create_task(self._read_settled(), name="vault-watcher")
+        return observer
+
+    async def _supervise(self, every_s: float = 1.0) -> None:
+        # watchdog's thread can die (an exception in its emitter); events would then
+        # stop without a word. Start a new observer and ask for a full rescan, since
+        # whatever changed in between was not seen.
+        while True:
+            await asyncio.sleep(every_s)
+            observer = self._observer
+            if observer is None or observer.is_alive():
+                continue
+            log.error("the vault watcher stopped; restarting it and rescanning the vault")
+            try:
+                self._observer = await self._start_observer()
+            except VaultError as exc:
+                log.error("%s", exc)
+                continue
+            self.restarts += 1
+            self._queue.put_nowait(RESCAN)
 
     async def stop(self) -> None:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

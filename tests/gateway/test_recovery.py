@@ -86,3 +86,18 @@ async def test_messages_written_while_the_gateway_was_down_are_found_at_start(
     await harness.start()
     await harness.done(5)
     assert len(list((harness.root / "Messages").rglob("*.md"))) == 5
+
+
+async def test_a_dead_watcher_is_restarted_and_what_it_missed_is_found(
+    harness: Harness,
+) -> None:
+    harness.write("Agents/a.md", definition("a"))
+    gateway = await harness.start()
+    watcher = gateway._watcher
+    assert watcher is not None and watcher._observer is not None
+    watcher._observer.stop()  # the fault: watchdog's thread ends
+    await asyncio.to_thread(watcher._observer.join, 5)
+    harness.write("Inbox/missed.md", message("a", "written while nobody watched"))
+    [done] = await harness.done(1, timeout=20)
+    assert done["status"] == "done"
+    assert watcher.restarts == 1
