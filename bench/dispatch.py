@@ -43,8 +43,13 @@ async def dispatch(messages: int, subjects: int, fsync: bool = True) -> Result:
         "turns/s",
         ">= 300",
         rate >= 300,
-        {"messages": messages, "subjects": subjects, "seconds": elapsed,
-         "startup_s": ready - t0, "fsync": fsync},
+        {
+            "messages": messages,
+            "subjects": subjects,
+            "seconds": elapsed,
+            "startup_s": ready - t0,
+            "fsync": fsync,
+        },
     )
 
 
