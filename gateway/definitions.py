@@ -106,6 +106,8 @@ class DefinitionProblem:
     path: str
     name: str
     error: str
+    blocked: AgentSpec | None = None
+    """A valid definition refused only because another agent holds its name or channel."""
 
 
 def parse_definition(note: Note) -> AgentSpec | DefinitionProblem:
@@ -148,12 +150,17 @@ class Catalogue:
         if isinstance(entry, AgentSpec):
             clash = self._clash(entry)
             if clash:
-                entry = DefinitionProblem(path, entry.name, clash)
+                entry = DefinitionProblem(path, entry.name, clash, blocked=entry)
         self._by_path[path] = entry
         return entry
 
     def remove(self, path: str) -> AgentSpec | DefinitionProblem | None:
         return self._by_path.pop(path, None)
+
+    def blocked(self) -> list[str]:
+        """Paths of valid definitions refused only for a clash: worth another look
+        when a definition goes away."""
+        return [p.path for p in self.problems() if p.blocked is not None]
 
     def _clash(self, spec: AgentSpec) -> str | None:
         for other in self.agents():

@@ -191,6 +191,17 @@ class Gateway:
         await self._definitions_changed()
 
     async def _definitions_changed(self) -> None:
+        for path in self.catalogue.blocked():
+            # A clash may be gone: load the refused definition again (and clear its stamp).
+            try:
+                note = await self.vault.read(path)
+            except VaultError:
+                continue
+            self.catalogue.remove(path)
+            entry = self.catalogue.put(path, parse_definition(note))
+            await self._stamp_definition(note, entry)
+            if isinstance(entry, AgentSpec):
+                self.bus.publish("agent.loaded", agent=entry.name)
         if self.jobs is not None and self.ready.is_set():
             await self.jobs.recheck_agents()
 

@@ -126,3 +126,16 @@ async def test_editing_and_deleting_definitions_take_effect_without_restart(
     harness.write("Inbox/3.md", message("a", "z"))
     await harness.done(3, timeout=10)
     assert harness.note("Inbox/3.md").frontmatter["status"] == "rejected"
+
+
+async def test_a_name_clash_resolves_when_the_first_definition_goes(harness: Harness) -> None:
+    harness.write("Agents/a.md", definition("same"))
+    gateway = await harness.start()
+    harness.write("Agents/b.md", definition("same"))
+    await harness.wait_for_file("Agents/b.md", lambda fm: fm.get("status") == "error")
+    assert "already used by Agents/a.md" in harness.note("Agents/b.md").frontmatter["error"]
+    (harness.root / "Agents/a.md").unlink()
+    await harness.wait_count(("agent.loaded",), 2)
+    spec = gateway.catalogue.by_name("same")
+    assert spec is not None and spec.path == "Agents/b.md"
+    assert "status" not in harness.note("Agents/b.md").frontmatter
