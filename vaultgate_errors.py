@@ -11,7 +11,11 @@ caller needs to act on it, not only a message.
     │   ├── NoteParseError(path, detail)      a note that cannot be read as a note
     │   ├── VaultPathError(path, detail)      a path that would leave the vault
     │   ├── NoteNotFound(path)
-    │   └── WriteConflict(path, attempts)     a note kept changing under update_fields
+    │   ├── WriteConflict(path, attempts)     a note kept changing under update_fields
+    │   ├── NoteExists(path)                  create() found a note already there
+    │   ├── RemoteHTTPError(status, ...)      a remote vault refused a request
+    │   ├── RemoteUnavailable(...)            a remote vault did not answer, after retries
+    │   └── StaleWrite(path)                  a remote note changed under a write
     ├── sandbox.errors.SandboxError
     │   ├── SandboxUnavailable(engine, reason, fix)   bwrap missing or refused
     │   ├── SandboxSpecError(field, detail)           a spec that cannot be run

@@ -24,7 +24,7 @@ from gateway.errors import UnknownThread
 from gateway.registry import Registry, ThreadRecord
 from gateway.threads import new_session_id
 from gateway.turns import TurnRunner
-from vault_adapter import FolderVault, NoteNotFound, VaultError
+from vault_adapter import NoteNotFound, Vault, VaultError
 
 Verb = Literal["pause", "resume", "terminate", "reset"]
 VERBS: tuple[Verb, ...] = ("pause", "resume", "terminate", "reset")
@@ -34,7 +34,7 @@ class ThreadControl:
     def __init__(
         self,
         registry: Registry,
-        vault: FolderVault,
+        vault: Vault,
         bus: EventBus,
         runner: TurnRunner,
         resumed: dict[str, asyncio.Event],

@@ -41,7 +41,8 @@ from gateway.registry import Registry, ThreadRecord, TurnRecord
 from gateway.settings import Settings
 from gateway.threads import address
 from gateway.turns import TurnRunner, reply_path
-from vault_adapter import FolderVault, Note, NoteParseError, VaultError, VaultEvent, Watcher
+from vault_adapter import Note, NoteParseError, Vault, VaultError, VaultEvent
+from vault_adapter.base import NoteWatcher
 from vault_adapter.note import dump_yaml, split_frontmatter
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class Gateway:
 
     def __init__(
         self,
-        vault: FolderVault,
+        vault: Vault,
         settings: Settings,
         *,
         backends: Mapping[str, Backend] | None = None,
@@ -84,7 +85,7 @@ class Gateway:
         self._clock = clock
         self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._ready)
         self.started_at = time.time()
-        self._watcher: Watcher | None = None
+        self._watcher: NoteWatcher | None = None
         self.intake: Intake | None = None
         self._resumed: dict[str, asyncio.Event] = {}
         self._note_paused: set[str] = set()
@@ -276,6 +277,22 @@ class Gateway:
             return
         if event.note is not None:
             await self._on_note(event.note)
+
+    async def webhook(self, paths: list[str]) -> int:
+        """Notes a remote vault's trigger says changed: look at them now. Returns how many
+        could be read; the poller still sees every change if one cannot."""
+        poke = getattr(self._watcher, "poke", None)
+        if callable(poke):
+            poke()
+        seen = 0
+        for path in paths:
+            try:
+                note = await self.vault.read(path)
+            except VaultError:
+                continue
+            seen += 1
+            await self._on_note(note)
+        return seen
 
     async def _on_note(self, note: Note) -> None:
         await self._load_if_definition(note)

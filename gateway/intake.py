@@ -29,7 +29,7 @@ from gateway.queues import DrainQueues
 from gateway.registry import Registry, TurnRecord, now_iso
 from gateway.settings import Settings
 from gateway.threads import address, new_session_id
-from vault_adapter import FolderVault, Note, VaultError
+from vault_adapter import Note, Vault, VaultError
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class Intake:
     def __init__(
         self,
-        vault: FolderVault,
+        vault: Vault,
         settings: Settings,
         registry: Registry,
         catalogue: Catalogue,

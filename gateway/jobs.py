@@ -36,7 +36,7 @@ from gateway.definitions import Catalogue
 from gateway.registry import Registry
 from gateway.send import write_inbound
 from gateway.settings import Settings
-from vault_adapter import FolderVault, Note, VaultError, slug
+from vault_adapter import Note, Vault, VaultError, slug
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class JobRunner:
 
     def __init__(
         self,
-        vault: FolderVault,
+        vault: Vault,
         settings: Settings,
         registry: Registry,
         catalogue: Catalogue,

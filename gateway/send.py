@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from gateway.inbound import MESSAGE_TAG, new_message_id
 from gateway.registry import now_iso
 from gateway.settings import Settings
-from vault_adapter import FolderVault, Note, slug
+from vault_adapter import Note, Vault, slug
 
 
 async def write_inbound(
-    vault: FolderVault,
+    vault: Vault,
     settings: Settings,
     *,
     text: str,

@@ -26,14 +26,26 @@ from gateway.http.app import build_app, check_binding
 from gateway.registry import now_iso
 from gateway.settings import Settings
 from sandbox import preflight
-from vault_adapter import FolderVault
+from vault_adapter import FolderVault, RemoteVault, Vault
 
 log = logging.getLogger("vaultgate")
 
 FIXTURE_VAULT = Path(__file__).resolve().parent.parent / "fixtures" / "vault"
 
 
-def open_vault(root: Path, settings: Settings) -> FolderVault:
+def open_vault(root: Path, settings: Settings) -> Vault:
+    """The folder vault at ``root``, or the remote vault ``vault_url`` names (keeping the
+    gateway's state under ``root``)."""
+    if settings.vault_url:
+        return RemoteVault(
+            settings.vault_url,
+            settings.vault_name,
+            token=settings.vault_token or None,
+            state_root=root,
+            poll_interval_s=settings.vault_poll_s,
+            max_note_bytes=settings.max_note_bytes,
+            index_fields=INDEX_FIELDS,
+        )
     return FolderVault(
         root,
         max_note_bytes=settings.max_note_bytes,
@@ -101,6 +113,8 @@ async def serve(root: Path, settings: Settings) -> int:
         remove_discovery(gateway.state_dir)
         await runner.cleanup()
         await gateway.stop()
+        if isinstance(gateway.vault, RemoteVault):
+            await gateway.vault.aclose()
         log.info("stopped")
     return 0
 

@@ -49,6 +49,14 @@ class Settings(BaseModel):
     poll_interval_s: float = Field(1.0, gt=0, description="Polling interval when polling.")
     fsync: bool = Field(True, description="fsync every note write and its folder.")
 
+    # A remote vault instead of the folder (see docs/remote-vault.md)
+    vault_url: str = Field(
+        "", description="URL of a parachute-vault server; empty: the vault is the local folder."
+    )
+    vault_name: str = Field("default", description="Which vault on that server.")
+    vault_token: str = Field("", description="Bearer token for the vault server.")
+    vault_poll_s: float = Field(2.0, gt=0, description="Seconds between polls of a remote vault.")
+
     # Turns
     max_concurrent_turns: int = Field(4, ge=1, description="Turns running at once, all threads.")
     agent_wait_s: float = Field(

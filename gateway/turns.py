@@ -36,7 +36,7 @@ from gateway.threads import (
     turn_marker,
 )
 from gateway.workspace import prepare, workspace_for
-from vault_adapter import FolderVault, NoteNotFound, NoteParseError, VaultError, slug
+from vault_adapter import NoteNotFound, NoteParseError, Vault, VaultError, slug
 from vault_adapter.folder import NoteExists
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def _link(path: str) -> str:
 class TurnRunner:
     def __init__(
         self,
-        vault: FolderVault,
+        vault: Vault,
         registry: Registry,
         settings: Settings,
         catalogue: Catalogue,

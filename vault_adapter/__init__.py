@@ -17,6 +17,7 @@ from vault_adapter.folder import FolderVault, NoteExists, ScanItem
 from vault_adapter.index import IndexEntry, NoteIndex
 from vault_adapter.note import Note, normalize_tags, parse_note, render_note
 from vault_adapter.paths import normalize, slug
+from vault_adapter.remote import RemoteVault, parse_webhook
 from vault_adapter.watch import VaultEvent, Watcher
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "NoteIndex",
     "NoteNotFound",
     "NoteParseError",
+    "RemoteVault",
     "ScanItem",
     "Vault",
     "VaultError",
@@ -37,6 +39,7 @@ __all__ = [
     "normalize",
     "normalize_tags",
     "parse_note",
+    "parse_webhook",
     "render_note",
     "slug",
 ]

@@ -19,6 +19,7 @@ from gateway.http.models import SendMessage, event_json, message_json, thread_js
 from gateway.jobs import Job
 from gateway.registry import Registry, ThreadRecord
 from gateway.send import write_inbound
+from vault_adapter import VaultError, parse_webhook
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 PREFLIGHT: web.AppKey[dict[str, Any]] = web.AppKey("preflight", dict)
@@ -267,6 +268,18 @@ async def run_job(request: web.Request) -> web.Response:
     return web.json_response({"job": job_id, "id": message_id, "status": "queued"}, status=202)
 
 
+# -- vault webhooks -------------------------------------------------------------
+
+
+async def vault_webhook(request: web.Request) -> web.Response:
+    try:
+        paths = parse_webhook(await request.read())
+    except VaultError as exc:
+        raise ApiError(400, "invalid_webhook", str(exc)) from exc
+    seen = await _gw(request).webhook(paths)
+    return web.json_response({"notes": len(paths), "read": seen})
+
+
 # -- events -------------------------------------------------------------------
 
 
@@ -316,6 +329,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/threads/{id}/events", thread_events)
     r.add_post("/api/threads/{id}/{verb}", intervene)
     r.add_get("/api/events", events_stream)
+    r.add_post("/api/webhooks/vault", vault_webhook)
     r.add_get("/api/jobs", list_jobs)
     r.add_post("/api/jobs/{id}/run", run_job)
     r.add_get("/api/channels/{ch}/threads", list_threads)
