@@ -248,3 +248,23 @@ async def test_jobs_are_listed_and_can_be_run_now(api: Api) -> None:
     assert done["turn"] == fired["id"] and done["thread"] == "help:helper--daily"
     status, missing = await api.post("/api/jobs/nope/run")
     assert status == 404 and missing["error"]["code"] == "unknown_job"
+
+
+async def test_the_vault_webhook_reads_the_named_notes_now(api: Api) -> None:
+    h = api.harness
+    h.write("Inbox/hook.md", message("helper", "via the trigger"))
+    payload = {
+        "trigger": "vaultgate",
+        "event": "created",
+        "note": {"id": "1", "path": "Inbox/hook", "content": "via the trigger"},
+    }
+    token = api.auth()["Authorization"].removeprefix("Bearer ")
+    async with api.session.post(f"{api.url}/api/webhooks/vault?token={token}", json=payload) as r:
+        assert r.status == 200, await r.text()
+        assert await r.json() == {"notes": 1, "read": 1}
+    [done] = await h.done(1)
+    assert done["status"] == "done"
+    status, bad = await api.post("/api/webhooks/vault", [1, 2])
+    assert status == 400 and bad["error"]["code"] == "invalid_webhook"
+    async with api.session.post(f"{api.url}/api/webhooks/vault?token=wrong", json=payload) as r:
+        assert r.status == 401
