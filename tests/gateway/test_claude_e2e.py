@@ -151,7 +151,7 @@ async def test_a_turn_past_its_duration_is_killed_and_the_thread_goes_on(
     elapsed = time.monotonic() - t0
     assert done["status"] == "error"
     assert "duration limit of 2 s" in done["error"]
-    assert elapsed < 2 + 1.5, elapsed
+    assert elapsed < 2 + 1.0, elapsed  # killed within a second of its limit
     workspace = str(h.root / ".vaultgate/sessions/researcher/researcher--t")
     assert _processes_mentioning(workspace) == []
     h.write("Inbox/next.md", message("researcher", "now quickly", subject="t"))
