@@ -22,7 +22,7 @@ caller needs to act on it, not only a message.
     │   ├── SandboxStartFailed(program, detail)
     │   ├── SandboxTimeout(seconds, returncode)
     │   └── OutputLineTooLong(limit)
-    └── gateway.errors.GatewayError           (see gateway/errors.py)
+    └── gateway.errors.GatewayError           (the tree is in gateway/errors.py)
 """
 
 from __future__ import annotations

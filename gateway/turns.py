@@ -197,7 +197,7 @@ class TurnRunner:
             sender=message.sender,
             engine=spec.sandbox.engine,
             network=spec.sandbox.network,
-            options={"script": spec.script},
+            options={"script": spec.script, "egress": list(spec.sandbox.egress)},
         )
         result = await self._run_backend(backend, request, turn, stop)
         notice = None
@@ -241,7 +241,7 @@ class TurnRunner:
             self.bus.publish(
                 f"turn.{event.kind}", turn=turn.id, thread=turn.thread_id, **event.data
             )
-            if event.kind in ("tool_use", "tool_result", "retry", "warning"):
+            if event.kind in ("tool_use", "tool_result", "retry", "warning", "egress_refused"):
                 task = asyncio.create_task(self._event(turn, event.kind, event.data))
                 self._event_writes.add(task)
                 task.add_done_callback(self._event_writes.discard)

@@ -11,6 +11,12 @@ whatever it left behind), ipc, uts, and net when the network is restricted. ``--
 matters when the gateway runs as root: bwrap would otherwise hand the command root's full
 capability set (mount, module loading, raw network). ``--die-with-parent`` ties the sandbox's
 life to the bwrap process we start, which is what ``process.kill`` relies on.
+
+A restricted network with an ``egress_socket`` gets one way out: the proxy's socket is bound to
+``/run/vaultgate/egress.sock`` and the command is started through ``egress_forwarder.py`` (run
+by the system Python, read-only at ``/run/vaultgate/``), which listens on the sandbox's own
+loopback and carries each connection to that socket. ``HTTPS_PROXY``/``HTTP_PROXY`` (both
+spellings) point there and ``NO_PROXY`` is empty, so clients send everything through it.
 """
 
 from __future__ import annotations
@@ -43,6 +49,21 @@ SYSTEM_PATHS: tuple[str, ...] = (
 )
 """Host paths mounted read-only when present: enough for /usr/bin tools, node, python3, TLS."""
 
+FORWARDER = Path(__file__).with_name("egress_forwarder.py")
+FORWARDER_PYTHON = Path("/usr/bin/python3")
+"""Runs the forwarder: it is under /usr, which every sandbox has, unlike a virtualenv's python."""
+EGRESS_SOCKET = "/run/vaultgate/egress.sock"
+EGRESS_FORWARDER = "/run/vaultgate/egress-forwarder.py"
+PROXY_PORT = 3128
+PROXY_URL = f"http://127.0.0.1:{PROXY_PORT}"
+PROXY_ENV: dict[str, str] = {
+    # curl reads only the lower-case http_proxy; most other clients read either.
+    **{name: PROXY_URL for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")},
+    # Empty: loopback too goes through the proxy (inside the sandbox it leads nowhere else).
+    "NO_PROXY": "",
+    "no_proxy": "",
+}
+
 INSTALL_FIX = "apt-get install -y bubblewrap (Debian/Ubuntu) or dnf install -y bubblewrap (Fedora)"
 
 
@@ -69,7 +90,21 @@ def bwrap_argv(spec: SandboxSpec, command: Sequence[str], *, bwrap: str = "bwrap
     if spec.network == "restricted":
         argv.append("--unshare-net")
     argv += ["--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv"]
-    for name, value in spec.env.items():
+    env = dict(spec.env)
+    if spec.egress_socket is not None:
+        env.update(PROXY_ENV)
+        # The forwarder comes first and runs the command as its child: see egress_forwarder.py.
+        command = [
+            str(FORWARDER_PYTHON),
+            "-I",
+            "-S",
+            EGRESS_FORWARDER,
+            EGRESS_SOCKET,
+            str(PROXY_PORT),
+            "--",
+            *command,
+        ]
+    for name, value in env.items():
         argv += ["--setenv", name, value]
     argv += ["--chdir", str(spec.workdir), "--", *command]
     return argv
@@ -102,4 +137,15 @@ def _mounts(spec: SandboxSpec) -> list[tuple[str, list[str]]]:
             if not path.exists():
                 raise SandboxSpecError(field_name, f"{path} does not exist")
             mounts.append((str(path), [option, str(path), str(path)]))
+    if spec.egress_socket is not None:
+        if not spec.egress_socket.is_socket():
+            raise SandboxSpecError("egress_socket", f"{spec.egress_socket} is not a socket")
+        if not FORWARDER_PYTHON.is_file():
+            raise SandboxUnavailable(
+                "bwrap",
+                f"a restricted network's forwarder needs {FORWARDER_PYTHON}, which is missing",
+                "apt-get install -y python3-minimal",
+            )
+        mounts.append((EGRESS_SOCKET, ["--ro-bind", str(spec.egress_socket), EGRESS_SOCKET]))
+        mounts.append((EGRESS_FORWARDER, ["--ro-bind", str(FORWARDER), EGRESS_FORWARDER]))
     return mounts

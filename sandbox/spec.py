@@ -19,7 +19,8 @@ from typing import Literal
 from sandbox.errors import SandboxSpecError
 
 Network = Literal["open", "restricted"]
-"""``open`` shares the host network; ``restricted`` gives the command its own, empty one."""
+"""``open`` shares the host network; ``restricted`` gives the command its own, empty one, whose
+only way out (if any) is the ``egress_socket`` of a proxy the caller runs."""
 
 Engine = Literal["bwrap", "none"]
 """``bwrap`` confines with bubblewrap; ``none`` runs unconfined and is only for explicit opt-in."""
@@ -41,6 +42,10 @@ class SandboxSpec:
     """The complete environment of the command; nothing else is passed through."""
     network: Network = "open"
     engine: Engine = "bwrap"
+    egress_socket: Path | None = None
+    """With ``network="restricted"``: a host unix socket where an HTTP proxy listens. The command
+    then reaches it as ``HTTPS_PROXY``/``HTTP_PROXY`` on its own loopback, and nothing else. None:
+    a restricted command has no way out at all."""
 
     def __post_init__(self) -> None:
         workspace = _absolute("workspace", self.workspace)
@@ -54,6 +59,19 @@ class SandboxSpec:
             raise SandboxSpecError("network", f"unknown network mode {self.network!r}")
         if self.engine not in ("bwrap", "none"):
             raise SandboxSpecError("engine", f"unknown engine {self.engine!r}")
+        if self.network == "restricted" and self.engine == "none":
+            # Silently running with the host's network would be the opposite of what was asked.
+            raise SandboxSpecError(
+                "network",
+                "'restricted' needs a network namespace, which engine 'none' cannot make: "
+                "use engine 'bwrap', or network 'open'",
+            )
+        if self.egress_socket is not None:
+            if self.network != "restricted":
+                raise SandboxSpecError("egress_socket", "only a restricted network has a proxy")
+            object.__setattr__(
+                self, "egress_socket", _absolute("egress_socket", self.egress_socket)
+            )
         # Normalised copies, so a frozen spec cannot change under an engine.
         object.__setattr__(self, "workspace", workspace)
         object.__setattr__(self, "cwd", cwd)

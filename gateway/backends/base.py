@@ -75,7 +75,9 @@ class TurnResult:
     """The resumed session was not found; the gateway retries once with a fresh one."""
 
 
-InterimKind = Literal["init", "text", "tool_use", "tool_result", "retry", "warning"]
+InterimKind = Literal[
+    "init", "text", "tool_use", "tool_result", "retry", "warning", "egress_refused"
+]
 
 
 @dataclass(frozen=True, slots=True)

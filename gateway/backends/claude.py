@@ -21,11 +21,17 @@ workspace, a fixed PATH, a private TMPDIR, exactly one credential
 (``ANTHROPIC_API_KEY``, else ``CLAUDE_CODE_OAUTH_TOKEN``), ``ANTHROPIC_BASE_URL``
 when set, ``IS_SANDBOX=1``, ``CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`` and
 the CLI's retry count.
+
+``network: restricted`` runs each attempt with an egress proxy of its own (gateway/egress.py):
+the sandbox's only way out, letting through the model API and the ``egress`` hosts the
+definition lists (``request.options["egress"]``). Each connection it refuses is reported as an
+``egress_refused`` interim event with the host and port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -42,6 +48,7 @@ from gateway.backends.stream import (
     ToolUse,
     parse_line,
 )
+from gateway.egress import EgressPolicy, EgressProxy, EgressRuleError, Refusal
 from gateway.settings import Settings
 from gateway.workspace import Workspace
 from sandbox import (
@@ -127,22 +134,53 @@ class ClaudeBackend:
     async def _once(
         self, request: TurnRequest, workspace: Workspace, resume: bool, on_event: EventSink
     ) -> tuple[TurnResult, bool]:
+        async with contextlib.AsyncExitStack() as stack:
+            egress_socket = None
+            if request.network == "restricted" and request.engine == "bwrap":
+                try:
+                    proxy = await stack.enter_async_context(self._egress_proxy(request, on_event))
+                except (EgressRuleError, OSError) as exc:  # OSError: the socket could not be made
+                    return _failure(request, f"cannot restrict the network: {exc}"), False
+                egress_socket = proxy.socket_path
+            return await self._run_cli(request, workspace, resume, on_event, egress_socket)
+
+    def _egress_proxy(self, request: TurnRequest, on_event: EventSink) -> EgressProxy:
+        """The proxy a restricted turn reaches the model API (and its ``egress`` hosts) through."""
+        egress = request.options.get("egress") or ()
+        if not isinstance(egress, list | tuple) or not all(isinstance(e, str) for e in egress):
+            raise EgressRuleError(str(egress), "egress must be a list of host[:port] strings")
+        policy = EgressPolicy.for_turn(self.env.get("ANTHROPIC_BASE_URL"), egress)
+
+        def refused(refusal: Refusal) -> None:
+            on_event(InterimEvent("egress_refused", refusal.as_data()))
+
+        return EgressProxy(policy, refused)
+
+    async def _run_cli(
+        self,
+        request: TurnRequest,
+        workspace: Workspace,
+        resume: bool,
+        on_event: EventSink,
+        egress_socket: Path | None,
+    ) -> tuple[TurnResult, bool]:
         binary = find_claude(self.settings, self.env)
         assert binary is not None
         argv = self.argv(binary, request, workspace, resume)
-        spec = SandboxSpec(
-            workspace=workspace.root,
-            cwd=workspace.work,
-            ro_binds=(install_root(binary),),
-            env=self.sandbox_env(workspace, binary),
-            network=request.network,
-            engine=request.engine,
-        )
         result: Result | None = None
         texts: list[str] = []
         tokens = 0
         over_tokens = False
         try:
+            spec = SandboxSpec(
+                workspace=workspace.root,
+                cwd=workspace.work,
+                ro_binds=(install_root(binary),),
+                env=self.sandbox_env(workspace, binary),
+                network=request.network,
+                engine=request.engine,
+                egress_socket=egress_socket,
+            )
             # stdout goes straight into the transcript (a file: the CLI truncates large
             # output written to a pipe when it exits), and is followed from there.
             proc = await start(
