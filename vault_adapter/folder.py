@@ -191,7 +191,7 @@ class FolderVault:
                 if current != raw:
                     continue
                 try:
-                    return self._commit(rel, target, new, exclusive=False)
+                    return self._commit(rel, target, new, exclusive=False, allow_unparsed=True)
                 except NoteParseError:
                     return None
         raise WriteConflict(rel, _UPDATE_ATTEMPTS)
@@ -239,8 +239,18 @@ class FolderVault:
                 return self._commit(rel, target, new, exclusive=False)
         raise WriteConflict(rel, _UPDATE_ATTEMPTS)
 
-    def _commit(self, rel: str, target: Path, data: bytes, *, exclusive: bool) -> Note:
+    def _commit(
+        self, rel: str, target: Path, data: bytes, *, exclusive: bool, allow_unparsed: bool = False
+    ) -> Note:
         digest = content_hash(data)
+        # What we are about to write must read back as a note: refuse it before
+        # anything reaches the disk (a NUL in a field, say), never after.
+        try:
+            note = parse_note(rel, data, 0.0, max_bytes=len(data) + 1)
+        except NoteParseError:
+            if not allow_unparsed:
+                raise
+            note = None
         target.parent.mkdir(parents=True, exist_ok=True)
         mode = _NEW_FILE_MODE
         try:
@@ -271,11 +281,10 @@ class FolderVault:
                 raise
             if self._fsync:
                 self._fsync_dir(target.parent)
-            try:
-                note = parse_note(rel, data, target.stat().st_mtime, max_bytes=len(data) + 1)
-            except NoteParseError:
+            if note is None:
                 self.index.put_broken(rel, digest)
-                raise
+                raise NoteParseError(rel, "the rewritten text is not a valid note")
+            note = note.model_copy(update={"mtime": target.stat().st_mtime})
             self.index.put(note)
             return note
         except OSError as exc:

@@ -27,6 +27,7 @@ _HANDLER = YAMLHandler()
 _OPEN = re.compile(r"\A---[ \t]*\r?\n")
 _CLOSE = re.compile(r"^(?:---|\.\.\.)[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
 _BASE_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _NoteDumper(_BASE_DUMPER):  # type: ignore[valid-type,misc]
@@ -34,7 +35,9 @@ class _NoteDumper(_BASE_DUMPER):  # type: ignore[valid-type,misc]
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value.rstrip("\n") else None
+    # A block scalar ending in blank lines needs '|+', after which YAML writes a
+    # '...' document end, which would close the frontmatter early: quote those.
+    style = "|" if "\n" in value.rstrip("\n") and not value.endswith("\n\n") else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -122,10 +125,38 @@ def split_frontmatter(text: str, path: str) -> tuple[str | None, str]:
     return text[opening.end() : closing.start()], text[closing.end() :]
 
 
+MAX_NESTING = 100
+"""Deepest nesting of lists and mappings accepted in frontmatter."""
+_CHECK_NESTING_FROM = 4_000
+"""Frontmatter this long has its nesting measured first: libyaml builds nested
+nodes by recursing on the C stack, and a note nesting tens of thousands deep
+(``- - - - ...``, ``[[[[...``) would crash the process instead of raising. Each
+level costs at least two characters, so shorter frontmatter cannot get there."""
+
+
+def _too_deep(yaml_text: str) -> bool:
+    # libyaml's event parser keeps its own stack (no recursion): walk the events.
+    depth = 0
+    for event in yaml.parse(yaml_text, Loader=_LOADER):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+    return False
+
+
 def load_yaml(yaml_text: str, path: str) -> dict[str, Any]:
     """Parse frontmatter YAML into a dict with string keys, in file order."""
     try:
+        if len(yaml_text) > _CHECK_NESTING_FROM and _too_deep(yaml_text):
+            raise NoteParseError(
+                path, f"frontmatter nests lists or mappings more than {MAX_NESTING} deep"
+            )
         data = _HANDLER.load(yaml_text)
+    except NoteParseError:
+        raise
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" (frontmatter line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -49,7 +49,11 @@ def normalize(rel: str) -> str:
         raise VaultPathError(rel, "'..' is not allowed in a vault path")
     if not parts:
         raise VaultPathError(rel, "path names the vault root, not a note")
-    return "/".join(parts)
+    clean = "/".join(parts)
+    if re.match(r"^[A-Za-z]:", clean):
+        # Checked again once './' is gone, so the canonical form is stable.
+        raise VaultPathError(rel, "absolute path; give a path relative to the vault")
+    return clean
 
 
 def resolve_in(root: Path, rel: str) -> Path:

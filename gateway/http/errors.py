@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from gateway.errors import RoutingError, UnknownThread
@@ -75,6 +76,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_body(404, "unknown_agent", exc.reason)
     except VaultPathError as exc:
         return error_body(400, "bad_path", str(exc))
+    except RequestPayloadError as exc:
+        return error_body(400, "bad_body", f"the body could not be read: {exc}")
     except web.HTTPRequestEntityTooLarge as exc:
         return error_body(413, "body_too_large", exc.text or "request body too large")
     except web.HTTPException as exc:
@@ -94,10 +97,11 @@ def auth_middleware(token: str) -> Middleware:
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path == "/health":
             return await handler(request)
-        given = request.headers.get("Authorization", "").encode()
+        # Headers that are not UTF-8 arrive surrogate-escaped: encode them back, never fail.
+        given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
         if request.path == WEBHOOK_PATH and "token" in request.query:
             # A vault server's trigger can name a URL but not set a header.
-            given = f"Bearer {request.query['token']}".encode()
+            given = f"Bearer {request.query['token']}".encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(given, expected):
             raise ApiError(
                 401,

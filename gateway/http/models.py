@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.registry import EventRecord, ThreadRecord, TurnRecord
 
@@ -22,6 +22,13 @@ class SendMessage(BaseModel):
     sender: str | None = Field(None, min_length=1, max_length=200)
     wait: bool = False
     timeout_s: float = Field(60.0, gt=0, le=3600)
+
+    @field_validator("agent", "channel", "text", "subject", "sender")
+    @classmethod
+    def _no_nul(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> SendMessage:

@@ -123,10 +123,20 @@ async def get_agent(request: web.Request) -> web.Response:
 # -- messages -----------------------------------------------------------------
 
 
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        # JSONDecodeError is a ValueError; so are integers past Python's digit limit,
+        # and a body nested past the recursion limit raises RecursionError.
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)[:200]
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {detail}") from exc
+
+
 async def post_message(request: web.Request) -> web.Response:
     gateway = _gw(request)
-    raw = await request.read()
-    body = SendMessage.model_validate(json.loads(raw.decode("utf-8")))
+    body = SendMessage.model_validate(await _json_body(request))
     spec = (
         gateway.catalogue.by_name(body.agent)
         if body.agent

@@ -268,3 +268,22 @@ async def test_the_vault_webhook_reads_the_named_notes_now(api: Api) -> None:
     assert status == 400 and bad["error"]["code"] == "invalid_webhook"
     async with api.session.post(f"{api.url}/api/webhooks/vault?token=wrong", json=payload) as r:
         assert r.status == 401
+
+
+async def test_hostile_bodies_and_headers_are_4xx_never_5xx(api: Api) -> None:
+    before = sorted((api.harness.root / "Inbox").rglob("*.md"))
+    cases: list[tuple[bytes, dict[str, str], int]] = [
+        (b"[" * 50_000, {}, 400),
+        (b"1" * 5000, {}, 400),
+        (json.dumps({"agent": "helper", "text": "a\x00b"}).encode(), {}, 422),
+        (b"not compressed", {"Content-Encoding": "gzip"}, 400),
+    ]
+    for raw, extra, expected in cases:
+        async with api.session.post(
+            api.url + "/api/messages",
+            data=raw,
+            headers={**api.auth(), "Content-Type": "application/json", **extra},
+        ) as r:
+            assert r.status == expected, (raw[:30], await r.text())
+            assert (await r.json())["error"]["code"]
+    assert sorted((api.harness.root / "Inbox").rglob("*.md")) == before

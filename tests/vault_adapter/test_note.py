@@ -89,3 +89,18 @@ def test_render_then_parse_round_trips_values_and_order() -> None:
     assert note.frontmatter == fm
     assert list(note.frontmatter) == list(fm)
     assert note.body == "body\n"
+
+
+def test_frontmatter_nested_tens_of_thousands_deep_is_refused_not_a_crash() -> None:
+    for raw in (
+        b"---\n" + b"- " * 30_000 + b"x\n---\nbody\n",
+        b"---\na: " + b"[" * 30_000 + b"]" * 30_000 + b"\n---\n",
+    ):
+        with pytest.raises(NoteParseError, match="nests lists or mappings"):
+            parse_note("Inbox/deep.md", raw, 0.0)
+
+
+def test_a_value_ending_in_blank_lines_round_trips_without_moving_the_body() -> None:
+    fm = {"error": "line one\nline two\n\n", "status": "queued"}
+    note = parse_note("n.md", render_note(fm, "Hello\n").encode(), 0.0)
+    assert note.frontmatter == fm and note.body == "Hello\n"

@@ -72,3 +72,11 @@ async def test_symlink_inside_the_vault_is_allowed(vault: FolderVault) -> None:
     os.symlink(vault.root / "real", vault.root / "alias")
     await vault.write("alias/n.md", {"a": 1}, "x")
     assert (vault.root / "real" / "n.md").exists()
+
+
+def test_a_drive_letter_behind_a_dot_is_still_absolute(vault: FolderVault) -> None:
+    from vault_adapter import normalize
+
+    for rel in ("./C:/x.md", ".//c:", "./Z:"):
+        with pytest.raises(VaultPathError):
+            normalize(rel)
