@@ -126,12 +126,24 @@ def split_frontmatter(text: str, path: str) -> tuple[str | None, str]:
 
 
 MAX_NESTING = 100
-"""Deepest nesting of lists and mappings accepted in frontmatter."""
-_CHECK_NESTING_FROM = 4_000
-"""Frontmatter this long has its nesting measured first: libyaml builds nested
-nodes by recursing on the C stack, and a note nesting tens of thousands deep
-(``- - - - ...``, ``[[[[...``) would crash the process instead of raising. Each
-level costs at least two characters, so shorter frontmatter cannot get there."""
+"""Deepest nesting of lists and mappings accepted in frontmatter. libyaml builds
+nested nodes by recursing on the C stack, so a note nesting thousands deep
+(``- - - - ...``, ``[[[[...``) would crash the process instead of raising."""
+
+
+def _could_nest_deeper(yaml_text: str, limit: int) -> bool:
+    """Cheap bound: every level of nesting costs a line, a ``[``/``{``, or a ``- ``/``? ``.
+
+    Ordinary frontmatter stays far below the limit and is never walked twice.
+    """
+    bound = (
+        yaml_text.count("\n")
+        + yaml_text.count("[")
+        + yaml_text.count("{")
+        + yaml_text.count("- ")
+        + yaml_text.count("? ")
+    )
+    return bound > limit
 
 
 def _too_deep(yaml_text: str) -> bool:
@@ -150,7 +162,7 @@ def _too_deep(yaml_text: str) -> bool:
 def load_yaml(yaml_text: str, path: str) -> dict[str, Any]:
     """Parse frontmatter YAML into a dict with string keys, in file order."""
     try:
-        if len(yaml_text) > _CHECK_NESTING_FROM and _too_deep(yaml_text):
+        if _could_nest_deeper(yaml_text, MAX_NESTING) and _too_deep(yaml_text):
             raise NoteParseError(
                 path, f"frontmatter nests lists or mappings more than {MAX_NESTING} deep"
             )
