@@ -25,11 +25,18 @@ from gateway.inbound import (
     new_message_id,
     read_message,
 )
-from gateway.queues import DrainQueues
+from gateway.queues import RETRY_FIRST_S, RETRY_MAX_S, DrainQueues
 from gateway.registry import Registry, TurnRecord, now_iso
 from gateway.settings import Settings
 from gateway.threads import address, new_session_id
-from vault_adapter import Note, Vault, VaultError
+from vault_adapter import (
+    Note,
+    NoteNotFound,
+    NoteParseError,
+    Vault,
+    VaultError,
+    VaultPathError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,7 @@ class Intake:
         self.waiting: dict[str, float] = {}
         """Message id -> deadline (monotonic) of messages waiting for their agent."""
         self._queue: asyncio.Queue[Note | None] = asyncio.Queue()
+        self._retries: dict[str, int] = {}
 
     async def run(self) -> None:
         while True:
@@ -61,10 +69,19 @@ class Intake:
                 return
             try:
                 await self._intake(note)
-            except VaultError as exc:
+            except (NoteNotFound, NoteParseError, VaultPathError) as exc:
                 log.warning("could not take in %s: %s", note.path, exc)
-            except Exception:
-                log.exception("could not take in %s", note.path)
+            except Exception as exc:
+                # The note could not be stamped or recorded (a full disk, a registry
+                # that cannot write): it is not lost; look at it again a bit later.
+                delay = min(RETRY_FIRST_S * 2 ** self._retries.get(note.path, 0), RETRY_MAX_S)
+                self._retries[note.path] = self._retries.get(note.path, 0) + 1
+                log.warning(
+                    "could not take in %s (%s); trying again in %.1f s", note.path, exc, delay
+                )
+                asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, note)
+            else:
+                self._retries.pop(note.path, None)
 
     def submit(self, note: Note) -> None:
         """Take in an inbound note written by someone other than the watcher (HTTP, CLI)."""
@@ -81,8 +98,8 @@ class Intake:
             if not is_inbound(note, self.settings):
                 return
         msg = read_message(note)
-        if msg.is_draft:
-            return
+        if msg.is_draft or (not note.frontmatter and not note.body.strip()):
+            return  # a draft, or a note just created and still empty: wait for text
         if msg.id is None:
             open_turn = await self.registry.open_turn_for_note(note.path)
             if open_turn is not None:
@@ -113,9 +130,18 @@ class Intake:
 
     async def _known_message(self, msg: InboundMessage, turn: TurnRecord) -> None:
         if turn.finalized and not msg.is_final:
-            fields: dict[str, Any] = {"status": turn.status}
+            # An editor saved an old copy over a finished note: put every stamp back.
+            fields: dict[str, Any] = {"status": turn.status, "direction": "inbound"}
+            if turn.received_at:
+                fields["received_at"] = turn.received_at
+            if turn.thread_id is not None:
+                thread = await self.registry.get_thread(turn.thread_id)
+                if thread is not None:
+                    fields["thread"] = f"[[{thread.note.removesuffix('.md')}]]"
             if turn.reply_note:
                 fields["reply"] = f"[[{turn.reply_note.removesuffix('.md')}]]"
+            if turn.finished_at:
+                fields["finished_at"] = turn.finished_at
             if turn.error:
                 fields["error"] = turn.error
             await self.vault.update_fields(msg.note.path, fields)

@@ -4,7 +4,9 @@ Each drain key has a FIFO and at most one worker task. Workers of different
 keys run concurrently, but every turn first takes one of
 ``max_concurrent_turns`` slots. Before taking a slot a worker waits on the
 ``ready`` hook, so a paused thread holds its own queue without holding a slot
-that another thread could use.
+that another thread could use. A turn that fails (a full disk, a registry
+that cannot write) is never dropped: it keeps the head of its queue and is
+retried with a growing delay until it goes through or the gateway stops.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger(__name__)
 
 Runner = Callable[[str], Awaitable[None]]
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
 
 
 class DrainQueues:
@@ -56,10 +61,12 @@ class DrainQueues:
 
     async def _drain(self, key: str) -> None:
         queue = self._queues[key]
+        delay = RETRY_FIRST_S
         try:
             while queue and not self._stopping:
                 turn_id = queue[0]
                 await self._ready(turn_id)
+                failed = False
                 async with self._slots:
                     if self._stopping:
                         break
@@ -71,9 +78,22 @@ class DrainQueues:
                         self.interrupted.append(turn_id)
                         raise
                     except Exception:
-                        log.exception("turn %s failed unexpectedly; it stays open", turn_id)
+                        failed = True
+                        log.exception(
+                            "turn %s failed; it keeps its place and is retried in %.1f s",
+                            turn_id,
+                            delay,
+                        )
                     finally:
                         self.running.discard(turn_id)
+                if failed:
+                    # A full disk, a registry that cannot write: nothing is dropped.
+                    # The turn stays at the head of its queue (order is kept) and is
+                    # tried again, without holding a slot while it waits.
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_S)
+                    continue
+                delay = RETRY_FIRST_S
                 queue.popleft()
                 self._queued.discard(turn_id)
         finally:

@@ -13,6 +13,7 @@ crash anywhere is repaired by running the half that did not complete.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import replace
@@ -23,6 +24,7 @@ from gateway import limits as limit_rules
 from gateway.backends import Backend, InterimEvent, TurnRequest, TurnResult
 from gateway.bus import EventBus
 from gateway.definitions import AgentSpec, Catalogue
+from gateway.errors import RegistryError
 from gateway.inbound import InboundMessage, read_message
 from gateway.prompt import system_prompt, user_message
 from gateway.registry import Registry, ThreadRecord, TurnOutcome, TurnRecord, now_iso
@@ -40,8 +42,6 @@ from vault_adapter import NoteNotFound, NoteParseError, Vault, VaultError, slug
 from vault_adapter.folder import NoteExists
 
 log = logging.getLogger(__name__)
-
-_FINISH_BACKOFF_S = (0.5, 1, 2, 5, 10, 30)
 
 
 async def _cancel(task: asyncio.Task[TurnResult]) -> None:
@@ -86,18 +86,31 @@ class TurnRunner:
             return
         if not turn.has_result:
             outcome = await self._execute(turn)
-            turn = await self.registry.record_outcome(turn_id, outcome)
-        for delay in (*_FINISH_BACKOFF_S, None):
-            try:
-                await self._finish(turn)
-                return
-            except (VaultError, OSError) as exc:
-                # A full disk, a permission problem: the turn's result is safe in
-                # the registry, so keep its place in the queue and try again.
+            turn = await self._record(turn_id, outcome)
+        try:
+            await self._finish(turn)
+        except (VaultError, OSError) as exc:
+            # A full disk, a permission problem: the result is safe in the registry;
+            # the queue keeps the turn and retries, and only the notes are written then.
+            with contextlib.suppress(RegistryError):
                 await self._event(turn, "warning", {"finish_failed": str(exc)})
-                if delay is None:
-                    raise
+            raise
+
+    async def _record(self, turn_id: str, outcome: TurnOutcome) -> TurnRecord:
+        """Record a finished turn's outcome, retrying while the registry cannot write.
+
+        The outcome exists only in memory until this succeeds; giving up would mean
+        running the turn (and paying for it) again, so this keeps trying."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.registry.record_outcome(turn_id, outcome)
+            except RegistryError as exc:
+                log.warning(
+                    "cannot record turn %s yet (%s); retrying in %.1f s", turn_id, exc, delay
+                )
                 await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     # -- execute --------------------------------------------------------------
 
@@ -160,7 +173,7 @@ class TurnRunner:
             thread.id, "working", unless=("paused", "terminated")
         )
         self.bus.publish("turn.started", turn=turn.id, thread=thread.id, agent=spec.name)
-        await self._stamp(turn, {"status": "running"})
+        await self._stamp(turn, {"status": "running"}, best_effort=True)
 
         dossier = await self._dossier(message.subject)
         prompt = system_prompt(spec.role, dossier)
@@ -381,13 +394,20 @@ class TurnRunner:
             # everything; say so rather than overwrite their text.
             await self._event(turn, "warning", {"thread_note_unreadable": str(exc)})
 
-    async def _stamp(self, turn: TurnRecord, fields: dict[str, Any]) -> None:
+    async def _stamp(
+        self, turn: TurnRecord, fields: dict[str, Any], *, best_effort: bool = False
+    ) -> None:
         try:
             await self.vault.update_fields(turn.note, fields)
         except NoteNotFound:
             pass
         except NoteParseError as exc:
             await self._event(turn, "warning", {"inbound_note_unreadable": str(exc)})
+        except VaultError as exc:
+            if not best_effort:
+                raise
+            # Only a progress mark ("running"): the final stamp will be retried.
+            log.warning("could not mark %s running: %s", turn.note, exc)
 
     async def _event(self, turn: TurnRecord, kind: str, data: dict[str, Any]) -> int:
         return await self.registry.add_event(

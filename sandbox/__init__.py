@@ -3,7 +3,8 @@
 This package knows how to confine and bound a process and nothing about what runs inside it.
 A ``SandboxSpec`` describes the sandbox; ``start`` runs a command in it and hands back a
 ``SandboxedProcess`` to stream, wait on or kill; ``run`` is the one-shot form; ``preflight``
-says whether the engine works on this machine and, if not, how to fix it.
+says whether the engine works on this machine and, if not, how to fix it. Each command is held
+to the spec's ``max_processes`` by a pids cgroup of its own (``pids.py``).
 """
 
 from sandbox.errors import (

@@ -21,6 +21,7 @@ under whichever Python 3 the system has, outside any virtualenv.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -78,7 +79,13 @@ async def main(socket_path: str, port: int, command: list[str]) -> int:
         if child is None:
             early.append(signum)
         elif child.returncode is None:
-            child.send_signal(signum)
+            # Not child.send_signal: Popen polls (waitpid) before it signals, and when the
+            # command has just exited (the whole sandbox gets SIGTERM at once) that reaps it
+            # under asyncio's watcher, which then reports status 255 instead of the real one.
+            # Until the watcher has reaped it the pid is still this command's (a zombie at worst),
+            # and pids are handed out in a cycle through the whole pid space before coming back.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signum)
 
     # Installed before anything else: from here on a SIGTERM meant for the sandbox reaches the
     # command instead of ending this process (which would end the sandbox at once).

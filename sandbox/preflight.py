@@ -4,6 +4,9 @@ Finding ``bwrap`` on PATH is not enough: kernels and container runtimes refuse n
 several ways, and only running ``bwrap ... true`` with the very options a real run uses tells
 them apart. When it fails, bwrap's message and the kernel's sysctls are matched to a cause and a
 fix a person can act on. The ``none`` engine always passes: it confines nothing.
+
+A working engine can still come with warnings: without a usable pids cgroup controller
+(pids.py), commands run with no process limit, so a fork bomb inside could exhaust the machine.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox import pids
 from sandbox.bwrap import INSTALL_FIX, find_bwrap
 from sandbox.errors import SandboxError, SandboxTimeout, SandboxUnavailable
 from sandbox.process import run
@@ -60,6 +64,8 @@ class PreflightResult:
     ok: bool
     detail: str
     fix: str | None = None
+    warnings: tuple[str, ...] = ()
+    """What works less well than it should, on an engine that works (``ok``)."""
 
     def raise_if_unavailable(self) -> None:
         """Raise ``SandboxUnavailable`` carrying this result's reason and fix."""
@@ -76,7 +82,9 @@ async def preflight(
 ) -> PreflightResult:
     """Check ``engine`` by running ``true`` in a throwaway sandbox with the real options."""
     if engine == "none":
-        return PreflightResult("none", True, "engine 'none' runs commands unconfined")
+        return PreflightResult(
+            "none", True, "engine 'none' runs commands unconfined", warnings=_warnings()
+        )
     try:
         bwrap = find_bwrap(search_path)
     except SandboxUnavailable as exc:
@@ -95,10 +103,20 @@ async def preflight(
         except SandboxError as exc:
             return PreflightResult("bwrap", False, str(exc), INSTALL_FIX)
     if done.returncode == 0:
-        return PreflightResult("bwrap", True, f"{bwrap} can create a sandbox")
+        return PreflightResult("bwrap", True, f"{bwrap} can create a sandbox", warnings=_warnings())
     stderr = done.stderr_tail.strip()
     reason, fix = _diagnose(stderr)
     return PreflightResult("bwrap", False, f"{reason}: {bwrap} said: {stderr!r}", fix)
+
+
+def _warnings() -> tuple[str, ...]:
+    found = pids.find_controller()
+    if isinstance(found, pids.NoController):
+        return (
+            f"sandboxed commands run without a process limit: {found.reason}; a fork bomb "
+            f"could exhaust the machine's processes (fix: {found.fix})",
+        )
+    return ()
 
 
 def _diagnose(stderr: str) -> tuple[str, str]:

@@ -5,7 +5,10 @@ and then closed (a command must never wait on input nobody will send). The calle
 as a stream, framed into lines with a size cap; stderr is drained in the background into a
 bounded tail, kept for error messages. Every process is bounded: ``wait(time_limit)`` kills on
 expiry, ``kill()`` escalates SIGTERM -> grace period -> SIGKILL over the whole tree and reaps,
-and leaving the ``async with`` block kills whatever is still running.
+and leaving the ``async with`` block kills whatever is still running. The spec's
+``max_processes`` puts the command in a pids cgroup of its own from its first instruction
+(pids.py); ``kill()`` also empties that cgroup, which catches what left the tree (a daemon that
+double-forked away), and removes it once the command is reaped.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from sandbox import proctree
+from sandbox import pids, proctree
 from sandbox.errors import OutputLineTooLong, SandboxStartFailed, SandboxTimeout
 from sandbox.launch import Launch, plan_launch
 from sandbox.spec import SandboxSpec
@@ -71,6 +74,8 @@ class SandboxedProcess:
         line_limit: int,
         stderr_limit: int,
         stdout_file: tuple[Path, int] | None = None,
+        cgroup: pids.RunCgroup | None = None,
+        process_limit_error: str | None = None,
     ) -> None:
         assert protocol.stderr is not None
         assert stdout_file is not None or protocol.stdout is not None
@@ -80,6 +85,9 @@ class SandboxedProcess:
         self._transport = transport
         self._protocol = protocol
         self._leader_is_monitor = leader_is_monitor
+        self._cgroup = cgroup
+        self.process_limit_error = process_limit_error
+        """Why the spec's ``max_processes`` could not be applied (None: it was, or none asked)."""
         self._line_limit = line_limit
         self._stderr = bytearray()
         self._stderr_limit = stderr_limit
@@ -92,6 +100,16 @@ class SandboxedProcess:
     def pid(self) -> int:
         """Pid of the process we started (for bwrap: its monitor), also its process group id."""
         return self._transport.get_pid()
+
+    @property
+    def process_limit(self) -> int | None:
+        """The ``pids.max`` the command runs under; None when it runs without a limit."""
+        return None if self._cgroup is None else self._cgroup.limit
+
+    @property
+    def cgroup(self) -> Path | None:
+        """The command's own pids cgroup (removed once it has been reaped by ``kill``)."""
+        return None if self._cgroup is None else self._cgroup.path
 
     @property
     def returncode(self) -> int | None:
@@ -178,12 +196,19 @@ class SandboxedProcess:
         # its group lives, and pids cycle through the whole pid space before coming back.
         proctree.signal_group(self.pid, signal.SIGKILL)
         proctree.signal_processes(tree, signal.SIGKILL)
+        if self._cgroup is not None:
+            # And whatever is in the command's cgroup: nothing it started can leave that.
+            self._cgroup.kill()
         # Reap: asyncio's child watcher collects the exit status (no zombie is left); the
         # event fires only after it has, so returncode is set from here on.
         await self._protocol.exited.wait()
         # Let stderr reach EOF so stderr_tail() is complete, but only briefly: a descendant
         # that escaped every signal could hold the pipe open forever.
         await asyncio.wait(self._tasks, timeout=_PIPE_GRACE)
+        if self._cgroup is not None:
+            # Only now, with the command reaped: kill stragglers until the cgroup is empty (a
+            # sandbox's processes die with its pid 1, but not all in the same instant), remove it.
+            await self._cgroup.remove()
         returncode = self.returncode
         assert returncode is not None
         return returncode
@@ -249,6 +274,7 @@ async def start(
     if stdout_file is not None:
         out_fd = os.open(stdout_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         follow = (stdout_file, os.fstat(out_fd).st_size)
+    cgroup, limit_error = pids.cgroup_for_run(spec.max_processes)
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _ExitAwareProtocol(line_limit, loop),
@@ -261,12 +287,24 @@ async def start(
             # A new session makes the command a process group leader with no controlling
             # terminal: one killpg reaches all it forks, and a ^C meant for us never reaches it.
             start_new_session=True,
+            # Into its cgroup before exec, so not one fork of the command escapes the limit.
+            preexec_fn=None if cgroup is None else cgroup.enter_hook(),
         )
-    except OSError as exc:
-        raise SandboxStartFailed(launch.argv[0], exc.strerror or str(exc)) from exc
+    except BaseException as exc:
+        # Nothing runs in the cgroup now: the start failed, or (cancelled) asyncio has killed
+        # and reaped what it had started.
+        if cgroup is not None:
+            await cgroup.remove()
+        if isinstance(exc, OSError):
+            raise SandboxStartFailed(launch.argv[0], exc.strerror or str(exc)) from exc
+        if isinstance(exc, subprocess.SubprocessError):  # only our preexec_fn raises it
+            raise SandboxStartFailed(launch.argv[0], "could not enter its pids cgroup") from exc
+        raise
     finally:
         if out_fd is not None:
             os.close(out_fd)  # the child has its own copy
+        if cgroup is not None:
+            cgroup.entered()
     return SandboxedProcess(
         transport,
         protocol,
@@ -276,6 +314,8 @@ async def start(
         line_limit=line_limit,
         stderr_limit=stderr_limit,
         stdout_file=follow,
+        cgroup=cgroup,
+        process_limit_error=limit_error,
     )
 
 

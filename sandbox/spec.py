@@ -25,6 +25,8 @@ only way out (if any) is the ``egress_socket`` of a proxy the caller runs."""
 Engine = Literal["bwrap", "none"]
 """``bwrap`` confines with bubblewrap; ``none`` runs unconfined and is only for explicit opt-in."""
 
+DEFAULT_MAX_PROCESSES = 512
+
 
 @dataclass(frozen=True)
 class SandboxSpec:
@@ -46,6 +48,10 @@ class SandboxSpec:
     """With ``network="restricted"``: a host unix socket where an HTTP proxy listens. The command
     then reaches it as ``HTTPS_PROXY``/``HTTP_PROXY`` on its own loopback, and nothing else. None:
     a restricted command has no way out at all."""
+    max_processes: int | None = DEFAULT_MAX_PROCESSES
+    """At most this many tasks (processes and threads, bwrap's own included) at once: a fork
+    past it fails with EAGAIN. Enforced with the pids cgroup controller (see pids.py); where
+    none is usable the command runs without it and ``preflight`` warns. None: no limit."""
 
     def __post_init__(self) -> None:
         workspace = _absolute("workspace", self.workspace)
@@ -66,6 +72,11 @@ class SandboxSpec:
                 "'restricted' needs a network namespace, which engine 'none' cannot make: "
                 "use engine 'bwrap', or network 'open'",
             )
+        limit = self.max_processes
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+            raise SandboxSpecError("max_processes", f"{limit!r} is not a whole number")
+        if limit is not None and limit < 1:
+            raise SandboxSpecError("max_processes", f"{limit} is below 1")
         if self.egress_socket is not None:
             if self.network != "restricted":
                 raise SandboxSpecError("egress_socket", "only a restricted network has a proxy")

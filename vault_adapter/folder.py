@@ -21,7 +21,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from vault_adapter.errors import NoteNotFound, NoteParseError, VaultError, WriteConflict
 from vault_adapter.fields import apply_fields
@@ -185,15 +185,14 @@ class FolderVault:
                 except UnicodeDecodeError as exc:
                     raise NoteParseError(rel, "not UTF-8 text; cannot rewrite") from exc
                 new = transform(text).encode("utf-8")
-                if self._before_replace is not None:
-                    self._before_replace(rel)
-                current, _ = self._read_raw(rel)
-                if current != raw:
-                    continue
                 try:
-                    return self._commit(rel, target, new, exclusive=False, allow_unparsed=True)
+                    done = self._commit(
+                        rel, target, new, exclusive=False, allow_unparsed=True, unchanged=raw
+                    )
                 except NoteParseError:
                     return None
+                if done is not None:
+                    return done
         raise WriteConflict(rel, _UPDATE_ATTEMPTS)
 
     async def delete(self, path: str) -> None:
@@ -228,20 +227,47 @@ class FolderVault:
                 new = edited.encode("utf-8")
                 if new == raw:
                     return note
-                if self._before_replace is not None:
-                    self._before_replace(rel)
-                # A person may have saved the note since we read it. Compare the
-                # bytes, not the mtime (coarse on some file systems), and start
-                # over from their version if so: their edit wins, ours re-applies.
-                current, _ = self._read_raw(rel)
-                if current != raw:
-                    continue
-                return self._commit(rel, target, new, exclusive=False)
+                committed = self._commit(rel, target, new, exclusive=False, unchanged=raw)
+                if committed is not None:
+                    return committed
         raise WriteConflict(rel, _UPDATE_ATTEMPTS)
 
+    @overload
     def _commit(
-        self, rel: str, target: Path, data: bytes, *, exclusive: bool, allow_unparsed: bool = False
-    ) -> Note:
+        self,
+        rel: str,
+        target: Path,
+        data: bytes,
+        *,
+        exclusive: bool,
+        allow_unparsed: bool = False,
+        unchanged: None = None,
+    ) -> Note: ...
+
+    @overload
+    def _commit(
+        self,
+        rel: str,
+        target: Path,
+        data: bytes,
+        *,
+        exclusive: bool,
+        allow_unparsed: bool = False,
+        unchanged: bytes,
+    ) -> Note | None: ...
+
+    def _commit(
+        self,
+        rel: str,
+        target: Path,
+        data: bytes,
+        *,
+        exclusive: bool,
+        allow_unparsed: bool = False,
+        unchanged: bytes | None = None,
+    ) -> Note | None:
+        """Write ``data`` atomically. With ``unchanged``, only if the note still holds
+        exactly those bytes once the new version is ready to go; None if it does not."""
         digest = content_hash(data)
         # What we are about to write must read back as a note: refuse it before
         # anything reaches the disk (a NUL in a field, say), never after.
@@ -267,6 +293,12 @@ class FolderVault:
                     if self._fsync:
                         os.fsync(fh.fileno())
                 os.chmod(tmp, mode)
+                if unchanged is not None and not self._still(rel, unchanged):
+                    # A person saved the note since we read it. Checked as late as
+                    # possible (the new version is written and synced): their edit
+                    # wins, the caller re-applies ours to it. Bytes, not mtimes.
+                    os.unlink(tmp)
+                    return None
                 if exclusive:
                     try:
                         os.link(tmp, target)
@@ -291,6 +323,17 @@ class FolderVault:
             raise VaultError(f"{rel}: cannot write note: {exc.strerror or exc}") from exc
         finally:
             self._clear_inflight(rel, digest)
+
+    def _still(self, rel: str, expected: bytes) -> bool:
+        if self._before_replace is not None:
+            self._before_replace(rel)
+        try:
+            current, _ = self._read_raw(rel)
+        except (NoteNotFound, NoteParseError):
+            return False
+        # An editor that saves in place truncates first: an empty file is a save in
+        # progress, never something to stamp over.
+        return current == expected and bool(current)
 
     def _delete(self, path: str) -> None:
         rel = normalize(path)

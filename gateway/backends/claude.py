@@ -26,6 +26,10 @@ the CLI's retry count.
 the sandbox's only way out, letting through the model API and the ``egress`` hosts the
 definition lists (``request.options["egress"]``). Each connection it refuses is reported as an
 ``egress_refused`` interim event with the host and port.
+
+Every run is held to ``MAX_PROCESSES`` tasks (a pids cgroup: see sandbox/pids.py), so a fork
+bomb a tool starts ends in EAGAIN instead of an exhausted machine. Where no pids controller is
+usable the turn still runs, and says so with a ``warning`` event.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ _TRANSIENT = re.compile(
 _SESSION_MISSING = "No conversation found"
 _SESSION_TAKEN = "is already in use"
 _TEXT_CAP = 200_000
+MAX_PROCESSES = 512
+"""Tasks a turn may have at once: the CLI's threads, bwrap's two, tools, MCP servers, ..."""
 
 
 def find_claude(settings: Settings, env: Mapping[str, str] | None = None) -> Path | None:
@@ -180,6 +186,7 @@ class ClaudeBackend:
                 network=request.network,
                 engine=request.engine,
                 egress_socket=egress_socket,
+                max_processes=MAX_PROCESSES,
             )
             # stdout goes straight into the transcript (a file: the CLI truncates large
             # output written to a pipe when it exits), and is followed from there.
@@ -192,6 +199,8 @@ class ClaudeBackend:
         except SandboxError as exc:
             return _failure(request, f"could not start claude: {exc}"), False
         async with proc:
+            if proc.process_limit_error is not None:
+                on_event(InterimEvent("warning", {"process_limit": proc.process_limit_error}))
             try:
                 async for line in proc.lines():
                     for event in parse_line(line):

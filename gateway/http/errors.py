@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from gateway.errors import RoutingError, UnknownThread
-from vault_adapter import VaultPathError
+from vault_adapter import VaultError, VaultPathError
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_body(404, "unknown_agent", exc.reason)
     except VaultPathError as exc:
         return error_body(400, "bad_path", str(exc))
+    except VaultError as exc:
+        # The vault could not be written or read (a full disk, say): nothing was
+        # stored, and the client did nothing wrong; it may try again.
+        return error_body(503, "vault_unavailable", f"{exc}; nothing was stored, try again")
     except RequestPayloadError as exc:
         return error_body(400, "bad_body", f"the body could not be read: {exc}")
     except web.HTTPRequestEntityTooLarge as exc:

@@ -1,4 +1,5 @@
-"""Fixtures for the sandbox tests: a workspace, a host directory outside it, real bubblewrap."""
+"""Fixtures for the sandbox tests: a workspace, a host directory outside it, real bubblewrap,
+the pids cgroup controller."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from sandbox import SandboxSpec
+from sandbox.pids import NoController, PidsController, find_controller
 
 BASE_ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -23,6 +25,18 @@ def require_bwrap() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture
+def pids_controller() -> PidsController:
+    """The pids cgroup controller the process limit uses: missing, fails in CI, skips elsewhere."""
+    found = find_controller()
+    if isinstance(found, NoController):
+        message = f"no usable pids cgroup controller: {found.reason}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
 
 
 @pytest.fixture

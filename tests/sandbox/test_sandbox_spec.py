@@ -49,3 +49,17 @@ def test_env_from_allowlist_keeps_only_named_variables_and_extra_wins() -> None:
         ["PATH", "LANG", "HOME", "MISSING"], source=source, extra={"HOME": "/w"}
     )
     assert env == {"PATH": "/usr/bin", "LANG": "C.UTF-8", "HOME": "/w"}
+
+
+def test_processes_are_limited_by_default(workspace: Path) -> None:
+    assert SandboxSpec(workspace=workspace).max_processes == 512
+    assert SandboxSpec(workspace=workspace, max_processes=None).max_processes is None
+
+
+@pytest.mark.parametrize("limit", [0, -5, True, 2.5, "64"])
+def test_a_process_limit_that_is_not_a_positive_whole_number_is_refused(
+    workspace: Path, limit: object
+) -> None:
+    with pytest.raises(SandboxSpecError) as caught:
+        SandboxSpec(workspace=workspace, max_processes=limit)  # type: ignore[arg-type]
+    assert caught.value.field == "max_processes"
