@@ -116,6 +116,8 @@ async def _machine_checks(
     result = await preflight("bwrap", search_path=env.get("PATH"))
     if result.ok:
         checks.append(Check("bwrap", "ok", "the bubblewrap sandbox works here"))
+        for warning in result.warnings:
+            checks.append(Check("process limit", "warn", warning))
     else:
         checks.append(
             Check(

@@ -63,7 +63,12 @@ async def machine_preflight(settings: Settings) -> dict[str, object]:
     bwrap = await preflight("bwrap")
     return {
         "claude": {"ok": binary is not None, "path": str(binary) if binary else None},
-        "bwrap": {"ok": bwrap.ok, "detail": bwrap.detail, "fix": bwrap.fix},
+        "bwrap": {
+            "ok": bwrap.ok,
+            "detail": bwrap.detail,
+            "fix": bwrap.fix,
+            "warnings": list(bwrap.warnings),
+        },
     }
 
 
