@@ -257,7 +257,9 @@ class ClaudeBackend:
         text = result.text or "\n\n".join(t for t in texts if t)
         error = None
         if result.is_error:
-            error = result.text or "; ".join(result.errors) or f"claude: {result.subtype}"
+            error = _limit_message(result.subtype, request) or (
+                result.text or "; ".join(result.errors) or f"claude: {result.subtype}"
+            )
         lost = result.is_error and _SESSION_MISSING in (error or "")
         return TurnResult(
             text=text[:_TEXT_CAP] if not result.is_error else "",
@@ -364,6 +366,21 @@ def _interim(event: object, on_event: EventSink) -> None:
         )
     elif isinstance(event, ApiRetry):
         on_event(InterimEvent("retry", {"attempt": event.attempt, "error": event.error}))
+
+
+def _limit_message(subtype: str, request: TurnRequest) -> str | None:
+    """A limit the CLI enforced, said the way the definition spells it."""
+    if subtype == "error_max_turns":
+        return (
+            f"stopped: the turn reached its limit of {request.limits.turns} model turns "
+            "(limits.turns)"
+        )
+    if subtype == "error_max_budget_usd":
+        return (
+            f"stopped: the turn reached its spend limit of ${request.limits.spend_usd:.2f} "
+            "(limits.spend_usd)"
+        )
+    return None
 
 
 def _failure(request: TurnRequest, error: str) -> TurnResult:

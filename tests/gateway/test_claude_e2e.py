@@ -13,7 +13,14 @@ import pytest
 
 from gateway.backends import ClaudeBackend
 from gateway.prompt import SEPARATOR
-from tests.fakes.fake_anthropic import Bash, Failure, FakeAnthropic, Text, tool_result_text
+from tests.fakes.fake_anthropic import (
+    Bash,
+    Failure,
+    FakeAnthropic,
+    Text,
+    Usage,
+    tool_result_text,
+)
 from tests.helpers.harness import Harness, message
 
 pytestmark = pytest.mark.e2e
@@ -238,3 +245,32 @@ async def test_a_lost_session_restarts_fresh_with_history_and_the_thread_says_so
     seeded = api.conversation[-1].last_user_text
     assert "My favourite colour is blue." in seeded and "remembered: blue" in seeded
     assert "session=new" in seeded
+
+
+async def test_a_model_that_calls_tools_forever_is_stopped_by_max_turns(
+    claude_harness: Harness, api: FakeAnthropic
+) -> None:
+    h = claude_harness
+    h.write("Agents/researcher.md", claude_definition(extra="limits: {turns: 3}\n"))
+    api.script(*[Bash(f"echo round {i}") for i in range(50)])
+    await h.start()
+    h.write("Inbox/loop.md", message("researcher", "keep going", subject="loop"))
+    [done] = await h.done(1, timeout=90)
+    assert done["status"] == "error"
+    assert "limit of 3 model turns (limits.turns)" in done["error"], done["error"]
+    reply = h.note(done["reply"])
+    assert "This turn failed" in reply.body and "limits.turns" in reply.body
+
+
+async def test_a_turn_over_its_spend_limit_is_stopped_with_a_clear_reply(
+    claude_harness: Harness, api: FakeAnthropic
+) -> None:
+    h = claude_harness
+    h.write("Agents/researcher.md", claude_definition(extra="limits: {spend_usd: 0.01}\n"))
+    expensive = Usage(input_tokens=2_000_000, output_tokens=100_000)
+    api.script(*[Bash(f"echo costly {i}", usage=expensive) for i in range(20)])
+    await h.start()
+    h.write("Inbox/spend.md", message("researcher", "spend it", subject="spend"))
+    [done] = await h.done(1, timeout=90)
+    assert done["status"] == "error"
+    assert "spend limit" in done["error"] and "limits.spend_usd" in done["error"], done["error"]
