@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.helpers.harness import definition, message
 from tests.helpers.serve import Serve
@@ -59,6 +60,7 @@ def finalized(root: Path) -> int:
     return int(registry_rows(root, "SELECT COUNT(*) AS n FROM turns WHERE finalized = 1")[0]["n"])
 
 
+@pytest.mark.timeout(900)  # draining 10,000 turns takes about two minutes on 2 cores
 async def test_ten_thousand_queued_messages_keep_memory_bounded_and_health_fast(
     tmp_path: Path,
 ) -> None:
