@@ -13,7 +13,7 @@ CLAUDE_VERSION := 2.1.197
 TOOLS  := .tools
 CLAUDE := $(TOOLS)/node_modules/.bin/claude
 
-.PHONY: demo test lint format clean tools bwrap
+.PHONY: demo test lint format clean tools bwrap bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ test: $(STAMP) tools
 	@VAULTGATE_CLAUDE_BIN=$(abspath $(CLAUDE)) $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# Benchmarks print figure, value, target, met (about 10 minutes on 2 cores).
+bench: $(STAMP) tools
+	cd bench && VAULTGATE_CLAUDE_BIN=$(abspath $(CLAUDE)) ../$(PY) -W ignore run.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check gateway vault_adapter sandbox vaultgate_errors.py tests bench

@@ -73,15 +73,27 @@ class Result:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-async def start_gateway(root: Path, **settings: Any) -> tuple[Gateway, ScriptedBackend]:
+async def start_gateway(
+    root: Path, *, extra_backends: dict[str, Any] | None = None, **settings: Any
+) -> tuple[Gateway, ScriptedBackend]:
     backend = ScriptedBackend(usage={"input_tokens": 10, "output_tokens": 5, "cost_usd": 0.0})
     merged = {"quiet_window_s": 0.05, "port": 0, "max_concurrent_turns": 4, **settings}
     config = Settings(**merged)
-    gateway = Gateway(
-        open_vault(root, config), config, backends={"scripted": backend, "echo": EchoBackend()}
-    )
+    backends = {"scripted": backend, "echo": EchoBackend(), **(extra_backends or {})}
+    gateway = Gateway(open_vault(root, config), config, backends=backends)
     await gateway.start()
     return gateway, backend
+
+
+def write_agent(
+    root: Path, name: str = "bench", backend: str = "scripted", extra: str = ""
+) -> None:
+    (root / "Agents").mkdir(parents=True, exist_ok=True)
+    (root / "Inbox").mkdir(parents=True, exist_ok=True)
+    (root / "Agents" / f"{name}.md").write_text(
+        f"---\ntags: [agent/definition]\nname: {name}\nmode: multi-threaded\n"
+        f"backend: {backend}\n{extra}---\nYou are the benchmark agent.\n"
+    )
 
 
 async def wait_turns(gateway: Gateway, count: int, timeout: float = 600) -> None:

@@ -1,0 +1,155 @@
+"""Latency to turn start (watcher and HTTP) and HTTP accept throughput.
+
+    python bench/latency.py [--samples 50] [--requests 2000] [--clients 100]
+
+Watcher: a note is written into Inbox/ and the clock stops at the gateway's
+``turn.started`` event. HTTP: ``POST /api/messages`` (no wait) until
+``turn.started``. Accept: ``clients`` concurrent clients post ``requests``
+messages in all; each answer is a 202 only once the note is on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from common import Result, percentile, print_table, start_gateway, write_agent
+
+from gateway.http.app import build_app
+
+TOKEN = "bench-token-0123456789"
+
+
+async def _serve(gateway: Any) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(build_app(gateway, TOKEN, {}), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def _started_waiter(gateway: Any) -> tuple[dict[str, float], asyncio.Event]:
+    started: dict[str, float] = {}
+    changed = asyncio.Event()
+
+    def listener(event: dict[str, Any]) -> None:
+        if event["type"] == "turn.started":
+            started[str(event["turn"])] = time.perf_counter()
+            changed.set()
+
+    gateway.bus.add_listener(listener)
+    return started, changed
+
+
+async def _wait_for(started: dict[str, float], changed: asyncio.Event, turn: str) -> float:
+    async with asyncio.timeout(30):
+        while turn not in started:
+            changed.clear()
+            await changed.wait()
+    return started[turn]
+
+
+async def latency(samples: int, requests: int, clients: int) -> list[Result]:
+    with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
+        root = Path(tmp)
+        write_agent(root)
+        gateway, _ = await start_gateway(root, max_concurrent_turns=8)
+        quiet = gateway.settings.quiet_window_s
+        started, changed = _started_waiter(gateway)
+        runner, url = await _serve(gateway)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        watcher_ms: list[float] = []
+        http_ms: list[float] = []
+        try:
+            for i in range(samples):
+                t0 = time.perf_counter()
+                (root / "Inbox" / f"w{i}.md").write_text(
+                    f"---\nagent: bench\nsubject: w{i}\nid: lat-w{i}\n---\nhello {i}\n"
+                )
+                watcher_ms.append((await _wait_for(started, changed, f"lat-w{i}") - t0) * 1000)
+            async with aiohttp.ClientSession() as session:
+                for i in range(samples):
+                    t0 = time.perf_counter()
+                    async with session.post(
+                        f"{url}/api/messages",
+                        headers=headers,
+                        json={"agent": "bench", "text": f"hi {i}", "subject": f"h{i}"},
+                    ) as r:
+                        turn = (await r.json())["id"]
+                    http_ms.append((await _wait_for(started, changed, turn) - t0) * 1000)
+                accept_ms: list[float] = []
+                per_client = max(1, requests // clients)
+
+                async def client(c: int) -> None:
+                    for j in range(per_client):
+                        t0 = time.perf_counter()
+                        async with session.post(
+                            f"{url}/api/messages",
+                            headers=headers,
+                            json={
+                                "agent": "bench",
+                                "text": f"load {c}-{j}",
+                                "subject": f"s{c % 50}",
+                            },
+                        ) as r:
+                            assert r.status == 202, await r.text()
+                        accept_ms.append((time.perf_counter() - t0) * 1000)
+
+                t_all = time.perf_counter()
+                await asyncio.gather(*(client(c) for c in range(clients)))
+                elapsed = time.perf_counter() - t_all
+        finally:
+            await runner.cleanup()
+            await gateway.stop()
+    rate = len(accept_ms) / elapsed
+    w50, h50 = percentile(watcher_ms, 50), percentile(http_ms, 50)
+    p99 = percentile(accept_ms, 99)
+    return [
+        Result(
+            "turn start via watcher, p50",
+            w50,
+            "ms",
+            f"<= {quiet * 1000 + 50:.0f}",
+            w50 <= quiet * 1000 + 50,
+            {"p99": percentile(watcher_ms, 99), "samples": samples},
+        ),
+        Result(
+            "turn start via HTTP, p50",
+            h50,
+            "ms",
+            "<= 10",
+            h50 <= 10,
+            {"p99": percentile(http_ms, 99), "samples": samples},
+        ),
+        Result(
+            "HTTP accept throughput",
+            rate,
+            "req/s",
+            ">= 500",
+            rate >= 500,
+            {"clients": clients, "requests": len(accept_ms)},
+        ),
+        Result(
+            "HTTP accept p99", p99, "ms", "<= 50", p99 <= 50, {"p50": percentile(accept_ms, 50)}
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=100)
+    args = parser.parse_args()
+    print_table(asyncio.run(latency(args.samples, args.requests, args.clients)))
+
+
+if __name__ == "__main__":
+    main()

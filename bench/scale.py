@@ -1,0 +1,109 @@
+"""Cost per turn as vaults and thread counts grow; start-up time; memory over 10,000 turns.
+
+    python bench/scale.py [--messages 1000]
+
+Each run dispatches messages with the instant scripted backend (as
+``dispatch.py``) into a vault that also holds N ordinary notes, or spreads
+them over N threads. Per-turn cost is wall time per turn; the figure is the
+largest over the smallest. Memory is the process's resident set after 5,000
+and after 10,000 turns of the 10,000-thread run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import Result, fill_vault, inbound, print_table, rss_mb, start_gateway, write_agent
+
+
+async def _run(notes: int, messages: int, subjects: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
+        root = Path(tmp)
+        fill_vault(root, notes)
+        write_agent(root)
+        for i in range(messages):
+            (root / "Inbox" / f"m{i:05d}.md").write_text(inbound(i, subjects))
+        t0 = time.perf_counter()
+        done = 0
+        marks: dict[int, float] = {}
+        finished = asyncio.Event()
+
+        def listener(event: dict[str, Any]) -> None:
+            nonlocal done
+            if event["type"] in ("turn.done", "turn.rejected"):
+                done += 1
+                if done in (messages // 2, messages):
+                    marks[done] = rss_mb()
+                if done >= messages:
+                    finished.set()
+
+        gateway, _ = await start_gateway(root)
+        gateway.bus.add_listener(listener)
+        ready = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        async with asyncio.timeout(1800):
+            await finished.wait()
+        elapsed = time.perf_counter() - t1
+        await gateway.stop()
+    return {
+        "notes": notes,
+        "subjects": subjects,
+        "messages": messages,
+        "ready_s": ready,
+        "per_turn_ms": elapsed / messages * 1000,
+        "rss_mid": marks.get(messages // 2),
+        "rss_end": marks.get(messages),
+    }
+
+
+async def scale(messages: int) -> list[Result]:
+    by_vault = [await _run(n, messages, 50) for n in (1_000, 10_000, 100_000)]
+    by_threads = [await _run(0, max(messages, t), t) for t in (10, 1_000, 10_000)]
+    costs = [r["per_turn_ms"] for r in by_vault + by_threads]
+    ratio = max(costs) / min(costs)
+    ready = by_vault[-1]["ready_s"]
+    big = by_threads[-1]
+    growth = (big["rss_end"] - big["rss_mid"]) / big["rss_mid"] * 100
+    return [
+        Result(
+            "per-turn cost, largest / smallest",
+            ratio,
+            "x",
+            "<= 1.2",
+            ratio <= 1.2,
+            {"vaults": by_vault, "threads": by_threads},
+        ),
+        Result("start to ready, 100,000 notes", ready, "s", "<= 5", ready <= 5, {}),
+        Result(
+            f"RSS after {big['messages']} turns",
+            big["rss_end"],
+            "MB",
+            "<= 150",
+            big["rss_end"] <= 150,
+            {},
+        ),
+        Result(
+            "RSS growth, half to all turns",
+            growth,
+            "%",
+            "<= 10",
+            growth <= 10,
+            {"mid_mb": big["rss_mid"], "end_mb": big["rss_end"]},
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    args = parser.parse_args()
+    print_table(asyncio.run(scale(args.messages)))
+
+
+if __name__ == "__main__":
+    main()
