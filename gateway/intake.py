@@ -200,28 +200,23 @@ class Intake:
         channel = msg.channel if msg.channel in spec.channels else spec.channels[0]
         where = address(spec, channel, msg.subject, self.settings.threads_folder, turn_id)
         await self._stamp_arrival(msg, turn_id, received_at, where.link)
-        await self.registry.add_turn(turn_id, msg.note.path, received_at)
-        thread = await self.registry.ensure_thread(
-            where.thread_id,
+        await self.registry.admit_turn(
+            turn_id,
+            msg.note.path,
+            received_at,
+            thread_id=where.thread_id,
             agent=spec.name,
             channel=channel,
             subject=msg.subject,
             mode=spec.mode,
-            note=where.note_path,
+            thread_note=where.note_path,
             session_id=new_session_id(),
-        )
-        await self.registry.route_turn(
-            turn_id,
-            agent=spec.name,
-            channel=channel,
-            subject=msg.subject,
             sender=msg.sender,
-            thread_id=thread.id,
             drain_key=where.drain_key,
         )
         self.waiting.pop(turn_id, None)
         self.queues.put(where.drain_key, turn_id)
-        self.bus.publish("turn.queued", turn=turn_id, thread=thread.id, agent=spec.name)
+        self.bus.publish("turn.queued", turn=turn_id, thread=where.thread_id, agent=spec.name)
 
     async def _stamp_arrival(
         self, msg: InboundMessage, turn_id: str, received_at: str, thread_link: str | None

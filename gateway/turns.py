@@ -165,13 +165,9 @@ class TurnRunner:
         backend: Backend,
         stop: asyncio.Event,
     ) -> TurnOutcome:
-        current = await self.registry.get_thread(thread.id)
-        if current is not None and current.status == "terminated":
+        current = await self.registry.begin_turn(turn.id, thread.id, message.text)
+        if current.status == "terminated":
             stop.set()
-        await self.registry.set_turn_status(turn.id, "running", message=message.text)
-        await self.registry.swap_thread_status(
-            thread.id, "working", unless=("paused", "terminated")
-        )
         self.bus.publish("turn.started", turn=turn.id, thread=thread.id, agent=spec.name)
         await self._stamp(turn, {"status": "running"}, best_effort=True)
 

@@ -237,6 +237,44 @@ class Registry:
 
         return await self._write(op)
 
+    async def admit_turn(
+        self,
+        turn_id: str,
+        note: str,
+        received_at: str,
+        *,
+        thread_id: str,
+        agent: str,
+        channel: str,
+        subject: str | None,
+        mode: str,
+        thread_note: str,
+        session_id: str,
+        sender: str | None,
+        drain_key: str,
+    ) -> None:
+        """Record an arrived, routed message and make sure its thread exists: one
+        transaction for what would otherwise be three round trips per message."""
+
+        def op(db: sqlite3.Connection) -> None:
+            stamp = now_iso()
+            db.execute(
+                "INSERT OR IGNORE INTO turns (id, note, status, received_at) VALUES (?, ?, ?, ?)",
+                (turn_id, note, "queued", received_at),
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO threads (id, agent, channel, subject, mode, note,"
+                " session_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (thread_id, agent, channel, subject, mode, thread_note, session_id, stamp, stamp),
+            )
+            db.execute(
+                "UPDATE turns SET agent=?, channel=?, subject=?, sender=?, thread_id=?,"
+                " drain_key=?, status='queued' WHERE id=?",
+                (agent, channel, subject, sender, thread_id, drain_key, turn_id),
+            )
+
+        await self._write(op)
+
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         row = await self._read(
             lambda db: db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
@@ -454,6 +492,29 @@ class Registry:
                 )
             row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
             return _thread(row) if row else None
+
+        return await self._write(op)
+
+    async def begin_turn(self, turn_id: str, thread_id: str, message: str) -> ThreadRecord:
+        """Mark a turn running and its thread working (unless an operator paused or
+        terminated it meanwhile), in one transaction; the thread as it now stands."""
+
+        def op(db: sqlite3.Connection) -> ThreadRecord:
+            stamp = now_iso()
+            db.execute(
+                "UPDATE turns SET status='running', message=COALESCE(?, message),"
+                " started_at=COALESCE(started_at, ?) WHERE id=?",
+                (message, stamp, turn_id),
+            )
+            db.execute(
+                "UPDATE threads SET status='working', updated_at=? WHERE id=?"
+                " AND status NOT IN ('paused', 'terminated')",
+                (stamp, thread_id),
+            )
+            row = db.execute("SELECT * FROM threads WHERE id = ?", (thread_id,)).fetchone()
+            if row is None:
+                raise RegistryError(f"no thread {thread_id}")
+            return _thread(row)
 
         return await self._write(op)
 
