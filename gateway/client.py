@@ -10,16 +10,15 @@ how to proceed, since only a running gateway can stop a turn.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from gateway.definitions import DEFINITION_TAG, AgentSpec, parse_definition
+from gateway.definitions import DEFINITION_TAG, parse_definition
 from gateway.discovery import find_running, read_token
 from gateway.errors import GatewayError
-from gateway.http.models import event_json, message_json, thread_json
+from gateway.http.models import agent_json, event_json, message_json, thread_json
 from gateway.jobs import JOB_TAG, Job, parse_job
 from gateway.registry import Registry
 from gateway.send import write_inbound
@@ -111,29 +110,7 @@ class Local:
             out = []
             for path in await vault.find_by_tag(DEFINITION_TAG):
                 entry = parse_definition(await vault.read(path))
-                if isinstance(entry, AgentSpec):
-                    out.append(
-                        {
-                            "name": entry.name,
-                            "channels": entry.channels,
-                            "mode": entry.mode,
-                            "backend": entry.backend,
-                            "definition": entry.path,
-                            "status": "stopped",
-                            "error": None,
-                        }
-                    )
-                else:
-                    out.append(
-                        {
-                            **asdict(entry),
-                            "channels": [],
-                            "mode": None,
-                            "backend": None,
-                            "definition": entry.path,
-                            "status": "error",
-                        }
-                    )
+                out.append(agent_json(entry, "stopped"))
             return sorted(out, key=lambda a: a["name"])
 
         return asyncio.run(scan())

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.definitions import AgentSpec, DefinitionProblem
 from gateway.registry import EventRecord, ThreadRecord, TurnRecord
 
 
@@ -35,6 +36,31 @@ class SendMessage(BaseModel):
         if not self.agent and not self.channel:
             raise ValueError("give 'agent' or 'channel'")
         return self
+
+
+def agent_json(entry: AgentSpec | DefinitionProblem, status: str) -> dict[str, Any]:
+    """One agent as ``GET /api/agents`` and ``vaultgate agents`` show it."""
+    if isinstance(entry, AgentSpec):
+        return {
+            "name": entry.name,
+            "channels": entry.channels,
+            "mode": entry.mode,
+            "backend": entry.backend,
+            "model": entry.model,
+            "definition": entry.path,
+            "status": status,
+            "error": None,
+        }
+    return {
+        "name": entry.name,
+        "channels": [],
+        "mode": None,
+        "backend": None,
+        "model": None,
+        "definition": entry.path,
+        "status": "error",
+        "error": entry.error,
+    }
 
 
 def thread_json(thread: ThreadRecord) -> dict[str, Any]:

@@ -15,7 +15,13 @@ from gateway.definitions import AgentSpec
 from gateway.engine import Gateway
 from gateway.errors import RoutingError, UnknownThread
 from gateway.http.errors import ApiError
-from gateway.http.models import SendMessage, event_json, message_json, thread_json
+from gateway.http.models import (
+    SendMessage,
+    agent_json,
+    event_json,
+    message_json,
+    thread_json,
+)
 from gateway.jobs import Job
 from gateway.registry import Registry, ThreadRecord
 from gateway.send import write_inbound
@@ -75,37 +81,16 @@ def _agent_status(spec: AgentSpec, activity: dict[str, int]) -> str:
 
 
 async def _agents(request: web.Request) -> list[dict[str, Any]]:
-    gateway = _gw(request)
     activity = await _registry(request).activity()
-    out: list[dict[str, Any]] = []
-    for entry in gateway.catalogue.entries():
-        if isinstance(entry, AgentSpec):
-            out.append(
-                {
-                    "name": entry.name,
-                    "channels": entry.channels,
-                    "mode": entry.mode,
-                    "backend": entry.backend,
-                    "model": entry.model,
-                    "definition": entry.path,
-                    "status": _agent_status(entry, activity.get(entry.name, {})),
-                    "error": None,
-                }
-            )
-        else:
-            out.append(
-                {
-                    "name": entry.name,
-                    "channels": [],
-                    "mode": None,
-                    "backend": None,
-                    "model": None,
-                    "definition": entry.path,
-                    "status": "error",
-                    "error": entry.error,
-                }
-            )
-    return out
+    return [
+        agent_json(
+            entry,
+            _agent_status(entry, activity.get(entry.name, {}))
+            if isinstance(entry, AgentSpec)
+            else "error",
+        )
+        for entry in _gw(request).catalogue.entries()
+    ]
 
 
 async def list_agents(request: web.Request) -> web.Response:

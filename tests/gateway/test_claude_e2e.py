@@ -22,6 +22,7 @@ from tests.fakes.fake_anthropic import (
     tool_result_text,
 )
 from tests.helpers.harness import Harness, message
+from tests.helpers.procs import processes_mentioning
 
 pytestmark = pytest.mark.e2e
 
@@ -160,25 +161,11 @@ async def test_a_turn_past_its_duration_is_killed_and_the_thread_goes_on(
     assert "duration limit of 2 s" in done["error"]
     assert elapsed < 2 + 1.0, elapsed  # killed within a second of its limit
     workspace = str(h.root / ".vaultgate/sessions/researcher/researcher--t")
-    assert _processes_mentioning(workspace) == []
+    assert processes_mentioning(workspace) == []
     h.write("Inbox/next.md", message("researcher", "now quickly", subject="t"))
     [_, nxt] = await h.done(2, timeout=60)
     assert nxt["status"] == "done" and h.note(nxt["reply"]).body == "on time\n"
     assert started["thread"] == nxt["thread"]
-
-
-def _processes_mentioning(needle: str) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                if needle.encode() in fh.read():
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
 
 
 async def test_a_rate_limit_is_retried_and_succeeds(

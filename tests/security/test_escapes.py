@@ -43,6 +43,7 @@ from tests.fakes.fake_anthropic import (
     tool_result_text,
 )
 from tests.helpers.harness import Harness, eventually, message
+from tests.helpers.procs import processes_mentioning
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -555,19 +556,6 @@ async def run_fork_bomb(w: World) -> None:
 def refusals(cgroup: Path) -> int:
     """Forks the limit refused so far (``pids.events`` reads ``max <count>``)."""
     return int((cgroup / "pids.events").read_text().split()[1])
-
-
-def processes_mentioning(needle: str) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/cmdline", "rb") as fh:
-                    if needle.encode() in fh.read():
-                        found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
 
 
 async def test_no_escape_attempt_from_a_claude_turn_gets_through(
