@@ -108,6 +108,12 @@ class Intake:
                     note.path, {"id": open_turn.id, "status": open_turn.status}
                 )
                 return
+            last = await self.registry.last_turn_for_note(note.path)
+            if last is not None and last.message is not None and last.message == msg.text:
+                # The same text, answered already: an editor saved a copy from before
+                # our stamps. Put them back rather than answer it twice.
+                await self._known_message(msg, last)
+                return
         else:
             known = await self.registry.get_turn(msg.id)
             if known is not None:
@@ -131,7 +137,11 @@ class Intake:
     async def _known_message(self, msg: InboundMessage, turn: TurnRecord) -> None:
         if turn.finalized and not msg.is_final:
             # An editor saved an old copy over a finished note: put every stamp back.
-            fields: dict[str, Any] = {"status": turn.status, "direction": "inbound"}
+            fields: dict[str, Any] = {
+                "id": turn.id,
+                "status": turn.status,
+                "direction": "inbound",
+            }
             if turn.received_at:
                 fields["received_at"] = turn.received_at
             if turn.thread_id is not None:

@@ -320,6 +320,14 @@ class Registry:
         )
         return _turn(row) if row else None
 
+    async def last_turn_for_note(self, note: str) -> TurnRecord | None:
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT * FROM turns WHERE note = ? ORDER BY seq DESC LIMIT 1", (note,)
+            ).fetchone()
+        )
+        return _turn(row) if row else None
+
     async def set_turn_status(
         self,
         turn_id: str,

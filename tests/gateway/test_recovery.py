@@ -101,3 +101,17 @@ async def test_a_dead_watcher_is_restarted_and_what_it_missed_is_found(
     [done] = await harness.done(1, timeout=20)
     assert done["status"] == "done"
     assert watcher.restarts == 1
+
+
+async def test_an_old_copy_saved_over_an_answered_note_gets_its_stamps_back(
+    harness: Harness,
+) -> None:
+    harness.write("Agents/a.md", definition("a"))
+    await harness.start()
+    original = message("a", "asked once")
+    harness.write("Inbox/q.md", original)
+    [done] = await harness.done(1)
+    harness.write("Inbox/q.md", original)  # an editor saves its copy from before the stamps
+    note = await harness.wait_for_file("Inbox/q.md", lambda fm: fm.get("id") == done["turn"])
+    assert note.frontmatter["status"] == "done"
+    assert len(harness.backend.calls) == 1

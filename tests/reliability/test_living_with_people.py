@@ -62,7 +62,7 @@ import pytest
 from gateway.backends import ScriptedBackend
 from gateway.engine import INDEX_FIELDS, Gateway
 from gateway.settings import Settings
-from tests.helpers.harness import Harness, definition, message
+from tests.helpers.harness import Harness, definition, eventually, message
 from tests.reliability.support import (
     audit,
     read_notes,
@@ -169,6 +169,11 @@ def _add_key(text: str, key: str, value: str) -> str:
     """A new frontmatter line just before the closing ``---``."""
     close = text.index("\n---\n", 3)
     return f"{text[:close]}\n{key}: {value}{text[close:]}"
+
+
+def _all_stamped(root: Path) -> bool:
+    notes = read_notes(root, "Inbox").values()
+    return all(n.get("id") and n.get("status") == "done" for n in notes)
 
 
 def lost_edits(root: Path, person: Person) -> list[Edit]:
@@ -295,6 +300,11 @@ async def test_people_editing_alongside_the_gateway_lose_nothing(
     editor = asyncio.create_task(edit_freely())
     try:
         await asyncio.gather(send(), h.done(MESSAGES, timeout=120))
+        finished.set()
+        await editor
+        # The person's last save may have landed over a stamp (their own save can
+        # race ours): give the gateway its quiet window to put the stamps back.
+        await eventually(lambda: _all_stamped(root), 15)
     finally:
         finished.set()
         await editor
