@@ -83,7 +83,9 @@ class Gateway:
         self.control: ThreadControl | None = None
         self.jobs: JobRunner | None = None
         self._clock = clock
-        self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._ready)
+        self.queues = DrainQueues(
+            settings.max_concurrent_turns, self._run_turn, self._ready, self._finish_turn
+        )
         self.started_at = time.time()
         self._watcher: NoteWatcher | None = None
         self.intake: Intake | None = None
@@ -351,6 +353,10 @@ class Gateway:
     async def _run_turn(self, turn_id: str) -> None:
         assert self.runner is not None
         await self.runner.run(turn_id)
+
+    async def _finish_turn(self, turn_id: str) -> None:
+        assert self.runner is not None
+        await self.runner.finish(turn_id)
 
     async def _ready(self, turn_id: str) -> None:
         """Wait while the turn's thread is paused."""

@@ -1,10 +1,13 @@
 """Intake: inbound notes become queued turns, exactly once, in the order they were seen.
 
 One task takes notes in (from the watcher, the start-up scan, HTTP and the
-job runner) one at a time, so arrival order is the order notes were seen. A
-note is stamped with its message id *before* the registry records it: a crash
-in between leaves a stamped note that the next start records under the same
-id, never a turn without its note. Messages for an agent that is not defined
+job runner) in the order they were seen. Up to ``_WINDOW`` notes are worked on
+at once (read, checked, stamped), but each is queued only after every note
+seen before it has been queued or set aside, so arrival order is still queue
+order; two copies of one note are never worked on at once. A note is stamped
+with its message id *before* the registry records it: a crash in between
+leaves a stamped note that the next start records under the same id, never a
+turn without its note. Messages for an agent that is not defined
 yet wait (``agent_wait_s``) and are routed when the definition loads; at start,
 the registry's unfinished turns are queued again, oldest first.
 """
@@ -40,6 +43,20 @@ from vault_adapter import (
 
 log = logging.getLogger(__name__)
 
+_WINDOW = 16
+"""Notes taken in at once."""
+
+
+class _InOrder:
+    """Entered just before a note is queued: waits until the note before it is done."""
+
+    def __init__(self, before: asyncio.Future[None] | None) -> None:
+        self._before = before
+
+    async def wait(self) -> None:
+        if self._before is not None and not self._before.done():
+            await asyncio.shield(self._before)
+
 
 class Intake:
     def __init__(
@@ -61,33 +78,69 @@ class Intake:
         """Message id -> deadline (monotonic) of messages waiting for their agent."""
         self._queue: asyncio.Queue[Note | None] = asyncio.Queue()
         self._retries: dict[str, int] = {}
+        self._busy: dict[str, asyncio.Future[None]] = {}
+        """Note path -> done-future of the copy being taken in now."""
 
     async def run(self) -> None:
-        while True:
-            note = await self._queue.get()
-            if note is None:
-                return
-            try:
-                await self._intake(note)
-            except (NoteNotFound, NoteParseError, VaultPathError) as exc:
-                log.warning("could not take in %s: %s", note.path, exc)
-            except Exception as exc:
-                # The note could not be stamped or recorded (a full disk, a registry
-                # that cannot write): it is not lost; look at it again a bit later.
-                delay = min(RETRY_FIRST_S * 2 ** self._retries.get(note.path, 0), RETRY_MAX_S)
-                self._retries[note.path] = self._retries.get(note.path, 0) + 1
-                log.warning(
-                    "could not take in %s (%s); trying again in %.1f s", note.path, exc, delay
-                )
-                asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, note)
-            else:
-                self._retries.pop(note.path, None)
+        room = asyncio.Semaphore(_WINDOW)
+        before: asyncio.Future[None] | None = None
+        working: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                note = await self._queue.get()
+                if note is None:
+                    break
+                await room.acquire()
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._take(note, before, done, room))
+                working.add(task)
+                task.add_done_callback(working.discard)
+                before = done
+            if working:
+                await asyncio.gather(*working, return_exceptions=True)
+        finally:
+            for task in working:
+                task.cancel()
+
+    async def _take(
+        self,
+        note: Note,
+        before: asyncio.Future[None] | None,
+        done: asyncio.Future[None],
+        room: asyncio.Semaphore,
+    ) -> None:
+        """Take one note in; queue it only once ``before`` (the previous note) is done."""
+        earlier = self._busy.get(note.path)
+        self._busy[note.path] = done
+        try:
+            if earlier is not None:
+                # The same note, seen again while its first copy is still being taken in.
+                await asyncio.shield(earlier)
+            await self._intake(note, _InOrder(before))
+        except (NoteNotFound, NoteParseError, VaultPathError) as exc:
+            log.warning("could not take in %s: %s", note.path, exc)
+        except Exception as exc:
+            # The note could not be stamped or recorded (a full disk, a registry
+            # that cannot write): it is not lost; look at it again a bit later.
+            delay = min(RETRY_FIRST_S * 2 ** self._retries.get(note.path, 0), RETRY_MAX_S)
+            self._retries[note.path] = self._retries.get(note.path, 0) + 1
+            log.warning("could not take in %s (%s); trying again in %.1f s", note.path, exc, delay)
+            asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, note)
+        else:
+            self._retries.pop(note.path, None)
+        finally:
+            room.release()
+            if before is not None and not before.done():
+                await asyncio.shield(before)
+            done.set_result(None)
+            if self._busy.get(note.path) is done:
+                del self._busy[note.path]
 
     def submit(self, note: Note) -> None:
         """Take in an inbound note written by someone other than the watcher (HTTP, CLI)."""
         self._queue.put_nowait(note)
 
-    async def _intake(self, note: Note) -> None:
+    async def _intake(self, note: Note, order: _InOrder | None = None) -> None:
         if self.vault.index.hash_of(note.path) not in (None, note.content_hash):
             # The note changed since this copy was read (we may have stamped it
             # already): decide on what is on disk now, never on a stale copy.
@@ -132,7 +185,7 @@ class Intake:
                 "'status' and 'error' to send it",
             )
             return
-        await self._route(msg, turn_id, received_at)
+        await self._route(msg, turn_id, received_at, order)
 
     async def _known_message(self, msg: InboundMessage, turn: TurnRecord) -> None:
         if turn.finalized and not msg.is_final:
@@ -158,7 +211,13 @@ class Intake:
         elif not turn.finalized and turn.id not in self.queues and turn.id not in self.waiting:
             await self.requeue(turn)
 
-    async def _route(self, msg: InboundMessage, turn_id: str, received_at: str) -> None:
+    async def _route(
+        self,
+        msg: InboundMessage,
+        turn_id: str,
+        received_at: str,
+        order: _InOrder | None = None,
+    ) -> None:
         if not msg.agent and not msg.channel:
             names = ", ".join(s.name for s in self.catalogue.agents()) or "none defined yet"
             await self._reject(
@@ -210,6 +269,8 @@ class Intake:
         channel = msg.channel if msg.channel in spec.channels else spec.channels[0]
         where = address(spec, channel, msg.subject, self.settings.threads_folder, turn_id)
         await self._stamp_arrival(msg, turn_id, received_at, where.link)
+        if order is not None:
+            await order.wait()
         await self.registry.admit_turn(
             turn_id,
             msg.note.path,

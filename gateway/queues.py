@@ -1,8 +1,11 @@
 """Drain queues: turns with the same key one at a time, in arrival order.
 
 Each drain key has a FIFO and at most one worker task. Workers of different
-keys run concurrently, but every turn first takes one of
-``max_concurrent_turns`` slots. Before taking a slot a worker waits on the
+keys run concurrently, but every turn's run (the backend: a claude process)
+first takes one of ``max_concurrent_turns`` slots. Writing what the turn
+produced (``finish``: reply, thread note, stamps) happens after the slot is
+given back, still before the key's next turn starts: the slots bound the
+processes, not the bookkeeping. Before taking a slot a worker waits on the
 ``ready`` hook, so a paused thread holds its own queue without holding a slot
 that another thread could use. A turn that fails (a full disk, a registry
 that cannot write) is never dropped: it keeps the head of its queue and is
@@ -25,14 +28,19 @@ RETRY_MAX_S = 5.0
 
 
 class DrainQueues:
-    def __init__(self, limit: int, run: Runner, ready: Runner) -> None:
+    def __init__(
+        self, limit: int, run: Runner, ready: Runner, finish: Runner | None = None
+    ) -> None:
         self._run = run
         self._ready = ready
+        self._finish = finish
         self._slots = asyncio.Semaphore(limit)
         self._queues: dict[str, deque[str]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._queued: set[str] = set()
         self.running: set[str] = set()
+        """Turns holding a slot (their backend is running)."""
+        self.finishing: set[str] = set()
         self.limit = limit
         self.peak = 0
         self._stopping = False
@@ -86,6 +94,20 @@ class DrainQueues:
                         )
                     finally:
                         self.running.discard(turn_id)
+                if not failed and self._finish is not None:
+                    self.finishing.add(turn_id)
+                    try:
+                        await self._finish(turn_id)
+                    except asyncio.CancelledError:
+                        self.interrupted.append(turn_id)
+                        raise
+                    except Exception:
+                        failed = True
+                        log.exception(
+                            "turn %s could not be finished; retried in %.1f s", turn_id, delay
+                        )
+                    finally:
+                        self.finishing.discard(turn_id)
                 if failed:
                     # A full disk, a registry that cannot write: nothing is dropped.
                     # The turn stays at the head of its queue (order is kept) and is
@@ -128,5 +150,9 @@ class DrainQueues:
         for key, worker in self._workers.items():
             if worker is task:
                 queue = self._queues.get(key)
-                return queue is not None and bool(queue) and queue[0] in self.running
+                return (
+                    queue is not None
+                    and bool(queue)
+                    and (queue[0] in self.running or queue[0] in self.finishing)
+                )
         return False

@@ -54,6 +54,7 @@ def open_vault(root: Path, settings: Settings) -> Vault:
         watch_polling=settings.watch_polling,
         poll_interval_s=settings.poll_interval_s,
         fsync=settings.fsync,
+        scratch=root / settings.state_dir / "scratch",
     )
 
 

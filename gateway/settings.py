@@ -58,7 +58,9 @@ class Settings(BaseModel):
     vault_poll_s: float = Field(2.0, gt=0, description="Seconds between polls of a remote vault.")
 
     # Turns
-    max_concurrent_turns: int = Field(4, ge=1, description="Turns running at once, all threads.")
+    max_concurrent_turns: int = Field(
+        4, ge=1, description="Turn backends (claude processes) running at once, all threads."
+    )
     agent_wait_s: float = Field(
         30.0, ge=0, description="How long a message for a not-yet-defined agent waits."
     )

@@ -79,14 +79,22 @@ class TurnRunner:
         self.stops: dict[str, asyncio.Event] = {}
         """Per thread with a turn under way: set it to terminate that turn."""
         self._event_writes: set[asyncio.Task[int]] = set()
+        self._recorded: dict[str, TurnRecord] = {}
+        """Turns just recorded by :meth:`run`, handed to :meth:`finish`."""
 
     async def run(self, turn_id: str) -> None:
+        """Run the turn's backend and record its outcome (unless already recorded)."""
         turn = await self.registry.get_turn(turn_id)
-        if turn is None or turn.finalized:
+        if turn is None or turn.finalized or turn.has_result:
             return
-        if not turn.has_result:
-            outcome = await self._execute(turn)
-            turn = await self._record(turn_id, outcome)
+        outcome = await self._execute(turn)
+        self._recorded[turn_id] = await self._record(turn_id, outcome)
+
+    async def finish(self, turn_id: str) -> None:
+        """Write what a recorded turn produced: reply, thread note, stamps (idempotent)."""
+        turn = self._recorded.pop(turn_id, None) or await self.registry.get_turn(turn_id)
+        if turn is None or turn.finalized or not turn.has_result:
+            return
         try:
             await self._finish(turn)
         except (VaultError, OSError) as exc:
@@ -377,14 +385,24 @@ class TurnRunner:
             notice=turn.notice,
         )
         marker = turn_marker(turn.id)
+        tags = fields.pop("tags")
         try:
-            await self.vault.create(thread.note, fields, thread_heading(thread) + section)
-            return
-        except NoteExists:
-            pass
-        fields.pop("tags")
-        try:
-            await self.vault.update_fields(thread.note, fields, append_once=(marker, section))
+            if thread.turn_count <= 1:
+                # Most likely the first turn: create the note (it may exist after all).
+                try:
+                    await self.vault.create(
+                        thread.note, {"tags": tags, **fields}, thread_heading(thread) + section
+                    )
+                    return
+                except NoteExists:
+                    pass
+            try:
+                await self.vault.update_fields(thread.note, fields, append_once=(marker, section))
+            except NoteNotFound:
+                # Deleted by someone, or never written: start it again, whole.
+                await self.vault.create(
+                    thread.note, {"tags": tags, **fields}, thread_heading(thread) + section
+                )
         except NoteParseError as exc:
             # Someone broke the thread note's YAML: the registry still has
             # everything; say so rather than overwrite their text.

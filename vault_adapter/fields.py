@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from vault_adapter.note import dump_yaml, load_yaml, split_frontmatter
 
@@ -63,9 +63,56 @@ def _blocks(lines: list[str]) -> list[tuple[str | None, int, int]]:
     return spans
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PLAIN_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_/-]*\Z")
+# Plain words YAML would read as something other than a string.
+_RESERVED = frozenset(["true", "false", "yes", "no", "on", "off", "null", "y", "n"])
+
+
+def _plain_word(value: str) -> bool:
+    return bool(_PLAIN_WORD.match(value)) and value.casefold() not in _RESERVED
+
+
+def _render_simple(key: str, value: Any) -> str | None:
+    """``key: value`` for the values the gateway stamps most (short words, whole
+    numbers, flat lists of words) exactly as the YAML dumper writes them, without
+    running it; None for anything else. (Checked against the dumper in the tests.)"""
+    if not _PLAIN_KEY.match(key) or key.casefold() in _RESERVED:
+        return None
+    if value is None:
+        return f"{key}: null"
+    if isinstance(value, bool):
+        return f"{key}: {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"{key}: {value}"
+    if isinstance(value, str) and _plain_word(value):
+        return f"{key}: {value}"
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(item, str) and _plain_word(item) for item in value)
+    ):
+        return f"{key}: [{', '.join(value)}]"
+    return None
+
+
 def _rendered(key: str, value: Any, newline: str) -> list[str]:
+    simple = _render_simple(key, value)
+    if simple is not None:
+        return [simple + newline]
     text = dump_yaml({key: value})
     return [line + newline for line in text.splitlines()]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (``1``, ``1.0`` and ``True`` differ)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
 
 
 def apply_fields(
@@ -77,19 +124,48 @@ def apply_fields(
     frontmatter cannot be parsed: fields are never stamped onto a note whose
     YAML would then mean something else.
     """
+    return edit_fields(text, fields, remove, path=path).text
+
+
+class Edited(NamedTuple):
+    text: str
+    """The whole new text of the note."""
+    frontmatter: dict[str, Any]
+    """What its frontmatter now reads as (checked by parsing it)."""
+    body: str
+
+
+def edit_fields(
+    text: str,
+    fields: Mapping[str, Any],
+    remove: Iterable[str] = (),
+    *,
+    path: str = "",
+    before: Mapping[str, Any] | None = None,
+) -> Edited:
+    """:func:`apply_fields`, also returning the frontmatter it produced.
+
+    ``before`` is the frontmatter ``text`` already parsed to, if the caller has
+    it (it saves parsing it again). Fields whose value is already there are
+    left as they are written."""
     removing = [k for k in remove if k not in fields]
     found, body = split_frontmatter(text, path)
     if found is None:
         if not fields:
-            return text
-        return f"---\n{dump_yaml(fields)}---\n{text}"
+            return Edited(text, {}, text)
+        return Edited(f"---\n{dump_yaml(fields)}---\n{text}", dict(fields), text)
 
     yaml_text: str = found
-    before = load_yaml(yaml_text, path)
+    if before is None:
+        before = load_yaml(yaml_text, path)
+    changing = {k: v for k, v in fields.items() if k not in before or not _same(before[k], v)}
+    removing = [k for k in removing if k in before]
+    if not changing and not removing:
+        return Edited(text, dict(before), body)
     expected = dict(before)
     for key in removing:
         expected.pop(key, None)
-    expected.update(fields)
+    expected.update(changing)
 
     newline = "\r\n" if "\r\n" in text[: text.find("\n") + 1] else "\n"
     lines = yaml_text.splitlines(keepends=True)
@@ -98,15 +174,15 @@ def apply_fields(
     out: list[str] = []
     placed: set[str] = set()
     for block_key, start, end in _blocks(lines):
-        if block_key is not None and block_key in fields:
+        if block_key is not None and block_key in changing:
             if block_key not in placed:
-                out.extend(_rendered(block_key, fields[block_key], newline))
+                out.extend(_rendered(block_key, changing[block_key], newline))
                 placed.add(block_key)
             continue
         if block_key is not None and block_key in removing:
             continue
         out.extend(lines[start:end])
-    for key, value in fields.items():
+    for key, value in changing.items():
         if key not in placed:
             out.extend(_rendered(key, value, newline))
     new_yaml = "".join(out)
@@ -120,7 +196,7 @@ def apply_fields(
 
     head_end = text.index("\n") + 1
     close = text[len(text) - len(body) - _closing_len(text, body) : len(text) - len(body)]
-    return text[:head_end] + new_yaml + close + body
+    return Edited(text[:head_end] + new_yaml + close + body, expected, body)
 
 
 def _closing_len(text: str, body: str) -> int:

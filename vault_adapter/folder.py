@@ -24,10 +24,19 @@ from pathlib import Path
 from typing import Any, overload
 
 from vault_adapter.errors import NoteNotFound, NoteParseError, VaultError, WriteConflict
-from vault_adapter.fields import apply_fields
+from vault_adapter.fields import edit_fields
 from vault_adapter.index import NoteIndex
-from vault_adapter.note import DEFAULT_MAX_NOTE_BYTES, Note, content_hash, parse_note, render_note
+from vault_adapter.note import (
+    DEFAULT_MAX_NOTE_BYTES,
+    Note,
+    content_hash,
+    normalize_tags,
+    parse_note,
+    render_note,
+    split_frontmatter,
+)
 from vault_adapter.paths import normalize, resolve_in
+from vault_adapter.scratch import Scratch, write_over
 from vault_adapter.watch import EventKind, VaultEvent, Watcher
 
 _UPDATE_ATTEMPTS = 8
@@ -74,9 +83,14 @@ class FolderVault:
         watch_polling: bool = False,
         poll_interval_s: float = 1.0,
         fsync: bool = True,
+        scratch: Scratch | str | os.PathLike[str] | None = None,
         before_replace: Callable[[str], None] | None = None,
     ) -> None:
-        """``before_replace`` is a fault-injection seam for tests: it is called with the
+        """``scratch`` is a folder on the vault's filesystem where new versions are
+        written and replaced ones are kept for reuse (see :mod:`vault_adapter.scratch`);
+        without it, temp files go beside their note and old versions are freed.
+
+        ``before_replace`` is a fault-injection seam for tests: it is called with the
         path inside ``update_fields`` after the new text is computed and before the
         final check-and-rename, which is where a concurrent human edit would land."""
         root_path = Path(root)
@@ -93,6 +107,13 @@ class FolderVault:
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, set[str]] = {}
+        self.scratch: Scratch | None = None
+        if scratch is not None:
+            spares = scratch if isinstance(scratch, Scratch) else Scratch(Path(scratch))
+            if spares.device == self.root.stat().st_dev:
+                self.scratch = spares
+        self._scratch_ok: dict[str, bool] = {}
+        """Folder -> whether its notes can be written through the scratch folder."""
 
     # -- reading ------------------------------------------------------------
 
@@ -218,16 +239,32 @@ class FolderVault:
         target = self.path_of(rel)
         with self._stripe(rel):
             for _ in range(_UPDATE_ATTEMPTS):
-                raw, mtime = self._read_raw(rel)
+                raw, mtime = self._read_raw(rel, target)
                 note = parse_note(rel, raw, mtime, max_bytes=self.max_note_bytes)
                 text = raw.decode("utf-8-sig")
-                edited = apply_fields(text, fields, remove, path=rel)
-                if append_once is not None and append_once[0] not in note.body:
-                    edited = _append(edited, append_once[1])
-                new = edited.encode("utf-8")
+                edited = edit_fields(text, fields, remove, path=rel, before=note.frontmatter)
+                new_text, body = edited.text, edited.body
+                if append_once is not None and append_once[0] not in body:
+                    new_text = _append(new_text, append_once[1])
+                    body = _append(body, append_once[1])
+                new = new_text.encode("utf-8")
                 if new == raw:
                     return note
-                committed = self._commit(rel, target, new, exclusive=False, unchanged=raw)
+                # The new frontmatter was checked by parsing it; what is left to check
+                # is that the whole text splits where we think it does.
+                if split_frontmatter(new_text, rel)[1] != body or b"\x00" in new:
+                    raise NoteParseError(rel, "the edited text would not read back as a note")
+                expected = Note.model_construct(
+                    path=rel,
+                    frontmatter=edited.frontmatter,
+                    body=body,
+                    tags=normalize_tags(edited.frontmatter.get("tags")),
+                    mtime=0.0,
+                    content_hash="",
+                )
+                committed = self._commit(
+                    rel, target, new, exclusive=False, unchanged=raw, parsed=expected
+                )
                 if committed is not None:
                     return committed
         raise WriteConflict(rel, _UPDATE_ATTEMPTS)
@@ -242,6 +279,7 @@ class FolderVault:
         exclusive: bool,
         allow_unparsed: bool = False,
         unchanged: None = None,
+        parsed: Note | None = None,
     ) -> Note: ...
 
     @overload
@@ -254,6 +292,7 @@ class FolderVault:
         exclusive: bool,
         allow_unparsed: bool = False,
         unchanged: bytes,
+        parsed: Note | None = None,
     ) -> Note | None: ...
 
     def _commit(
@@ -265,58 +304,64 @@ class FolderVault:
         exclusive: bool,
         allow_unparsed: bool = False,
         unchanged: bytes | None = None,
+        parsed: Note | None = None,
     ) -> Note | None:
         """Write ``data`` atomically. With ``unchanged``, only if the note still holds
-        exactly those bytes once the new version is ready to go; None if it does not."""
+        exactly those bytes once the new version is ready to go; None if it does not.
+
+        ``parsed`` is what ``data`` reads as, when the caller has already checked it."""
         digest = content_hash(data)
-        # What we are about to write must read back as a note: refuse it before
-        # anything reaches the disk (a NUL in a field, say), never after.
-        try:
-            note = parse_note(rel, data, 0.0, max_bytes=len(data) + 1)
-        except NoteParseError:
-            if not allow_unparsed:
-                raise
-            note = None
-        target.parent.mkdir(parents=True, exist_ok=True)
+        note: Note | None = parsed
+        if note is None:
+            # What we are about to write must read back as a note: refuse it before
+            # anything reaches the disk (a NUL in a field, say), never after.
+            try:
+                note = parse_note(rel, data, 0.0, max_bytes=len(data) + 1)
+            except NoteParseError:
+                if not allow_unparsed:
+                    raise
+                note = None
         mode = _NEW_FILE_MODE
         try:
             mode = target.stat().st_mode & 0o7777
         except FileNotFoundError:
             pass
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         self._mark_inflight(rel, digest)
         try:
+            scratch = self._scratch_for(target.parent)
+            if scratch is not None:
+                fd, tmp, _ = scratch.open_temp()
+            else:
+                fd, tmp = tempfile.mkstemp(
+                    prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+                )
             try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    if self._fsync:
-                        os.fsync(fh.fileno())
-                os.chmod(tmp, mode)
-                if unchanged is not None and not self._still(rel, unchanged):
+                os.fchmod(fd, mode)
+                mtime = write_over(fd, data, sync=self._fsync)
+                if unchanged is not None and not self._still(rel, target, unchanged):
                     # A person saved the note since we read it. Checked as late as
                     # possible (the new version is written and synced): their edit
                     # wins, the caller re-applies ours to it. Bytes, not mtimes.
-                    os.unlink(tmp)
+                    self._forget_temp(scratch, tmp)
                     return None
                 if exclusive:
                     try:
                         os.link(tmp, target)
                     except FileExistsError as exc:
                         raise NoteExists(rel) from exc
-                    os.unlink(tmp)
+                    os.unlink(tmp)  # the note keeps the inode: only a name goes
                 else:
-                    os.replace(tmp, target)
+                    self._replace(scratch, tmp, target)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
+                if os.path.lexists(tmp):
+                    self._forget_temp(scratch, tmp)
                 raise
             if self._fsync:
                 self._fsync_dir(target.parent)
             if note is None:
                 self.index.put_broken(rel, digest)
                 raise NoteParseError(rel, "the rewritten text is not a valid note")
-            note = note.model_copy(update={"mtime": target.stat().st_mtime})
+            note = note.model_copy(update={"mtime": mtime, "content_hash": digest})
             self.index.put(note)
             return note
         except OSError as exc:
@@ -324,11 +369,43 @@ class FolderVault:
         finally:
             self._clear_inflight(rel, digest)
 
-    def _still(self, rel: str, expected: bytes) -> bool:
+    def _scratch_for(self, folder: Path) -> Scratch | None:
+        """The scratch folder, if ``folder``'s notes can be renamed in from it; makes
+        ``folder`` if it is missing."""
+        key = str(folder)
+        known = self._scratch_ok.get(key)
+        if known is None or not folder.is_dir():
+            folder.mkdir(parents=True, exist_ok=True)
+            known = self.scratch is not None and folder.stat().st_dev == self.scratch.device
+            self._scratch_ok[key] = known
+        return self.scratch if known else None
+
+    @staticmethod
+    def _replace(scratch: Scratch | None, tmp: str, target: Path) -> None:
+        """Rename ``tmp`` over ``target``, keeping the replaced version as a spare."""
+        held = scratch.hold(target) if scratch is not None else None
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if held is not None:
+                Scratch.drop(held)  # the note still names that inode: nothing is freed
+            raise
+        if held is not None and scratch is not None:
+            scratch.retire(held)
+
+    @staticmethod
+    def _forget_temp(scratch: Scratch | None, tmp: str) -> None:
+        if scratch is not None:
+            scratch.retire(tmp)  # written, never a note: reuse it rather than free it
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def _still(self, rel: str, target: Path, expected: bytes) -> bool:
         if self._before_replace is not None:
             self._before_replace(rel)
         try:
-            current, _ = self._read_raw(rel)
+            current, _ = self._read_raw(rel, target)
         except (NoteNotFound, NoteParseError):
             return False
         # An editor that saves in place truncates first: an empty file is a save in
@@ -372,7 +449,7 @@ class FolderVault:
         items: list[ScanItem] = []
         for rel, target in walker:
             try:
-                raw, mtime = self._read_raw(rel, target)
+                raw, mtime = self._read_raw(rel, target, recheck=False)
             except NoteNotFound:
                 continue
             except NoteParseError as exc:
@@ -416,17 +493,29 @@ class FolderVault:
 
     # -- helpers ------------------------------------------------------------
 
-    def _read_raw(self, rel: str, target: Path | str | None = None) -> tuple[bytes, float]:
+    def _read_raw(
+        self, rel: str, target: Path | str | None = None, *, recheck: bool = True
+    ) -> tuple[bytes, float]:
         """Bytes and mtime of a note. ``target`` skips path resolution for paths
-        the scanner found itself (never through a symlink that leaves the vault)."""
+        already resolved (or found by the scanner, never through a symlink that
+        leaves the vault).
+
+        A note can be replaced while we read it and the inode we read reused for
+        another note's next version (a spare that has rested, see
+        :mod:`vault_adapter.scratch`), so reads check that the path still names
+        what they read. The start-up scan (``recheck=False``) relies on the rest."""
+        recheck = recheck and self.scratch is not None
         if target is None:
             target = self.path_of(rel)
         try:
-            with open(target, "rb") as fh:
-                info = os.fstat(fh.fileno())
-                if not stat.S_ISREG(info.st_mode):
-                    raise NoteParseError(rel, "not a regular file")
-                raw = fh.read(self.max_note_bytes + 1)
+            for _ in range(_UPDATE_ATTEMPTS):
+                with open(target, "rb") as fh:
+                    info = os.fstat(fh.fileno())
+                    if not stat.S_ISREG(info.st_mode):
+                        raise NoteParseError(rel, "not a regular file")
+                    raw = fh.read(self.max_note_bytes + 1)
+                if not recheck or os.stat(target).st_ino == info.st_ino:
+                    break
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise NoteNotFound(rel) from exc
         except IsADirectoryError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path, PurePosixPath
 
 from vault_adapter.errors import VaultPathError
@@ -64,13 +65,34 @@ def resolve_in(root: Path, rel: str) -> Path:
     not exist yet.
     """
     clean = normalize(rel)
-    candidate = root / clean
-    # realpath follows every symlink that exists along the way and leaves the
-    # missing tail as it is, which is what a write to a new note needs.
-    real = Path(os.path.realpath(candidate))
-    if real != root and root not in real.parents:
+    base = str(root)
+    if _plain_below(base, clean):
+        return root / clean
+    # A symlink on the way: realpath follows every one that exists and leaves
+    # the missing tail as it is, which is what a write to a new note needs.
+    real = os.path.realpath(os.path.join(base, clean))
+    if real != base and not real.startswith(base + os.sep):
         raise VaultPathError(rel, "resolves outside the vault (symlink?)")
-    return candidate
+    return root / clean
+
+
+def _plain_below(base: str, clean: str) -> bool:
+    """True when no existing component of ``clean`` under ``base`` is a symlink.
+
+    Such a path (``..`` is already refused) can only name something inside the
+    vault, so the costlier realpath walk is skipped for the common case."""
+    current = base
+    for part in clean.split("/"):
+        current = f"{current}/{part}"
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return True  # the rest does not exist yet: nothing further to follow
+        except OSError:
+            return False  # let realpath decide
+        if stat.S_ISLNK(mode):
+            return False
+    return True
 
 
 def relative_to_root(root: Path, path: Path) -> str:

@@ -27,6 +27,7 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
@@ -46,16 +47,21 @@ EventKind = Literal["created", "modified", "deleted", "moved", "rescan"]
 
 log = logging.getLogger(__name__)
 
-_IGNORED_TYPES = {"opened", "closed", "closed_no_write"}
-_CHANGES: list[type[FileSystemEvent]] = [
+_IGNORED_TYPES = {"opened", "closed_no_write"}
+_STRUCTURE: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
-    FileModifiedEvent,
     FileDeletedEvent,
     FileMovedEvent,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
 ]
+# inotify: a file's content counts as changed when a writer closes it, one event
+# per save, rather than one per write(2) (which would also report every write
+# the registry makes to its SQLite journal, a file it never closes).
+_INOTIFY_CHANGES = [*_STRUCTURE, FileClosedEvent]
+# Polling sees changes only as a different mtime or size between two looks.
+_POLLING_CHANGES = [*_STRUCTURE, FileModifiedEvent]
 _BATCH = 64
 
 
@@ -159,7 +165,7 @@ class Watcher:
             recursive=True,
             # Only changes: without a filter inotify also reports every open and
             # close, so each note the gateway reads (100,000 at start) costs events.
-            event_filter=_CHANGES,
+            event_filter=_POLLING_CHANGES if self._polling else _INOTIFY_CHANGES,
         )
         try:
             await asyncio.to_thread(observer.start)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from tests.helpers.harness import Harness, definition, message
+from tests.helpers.harness import Harness, definition, eventually, message
 
 
 def overlapping(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -40,6 +40,8 @@ async def test_different_subjects_run_concurrently_up_to_the_global_limit(
 
     await harness.wait_count(("turn.started",), 4)
     await harness.wait_count(("turn.queued",), 8)
+    # The four started turns are inside their backend, held by the gate.
+    await eventually(lambda: len(harness.backend.calls) == 4)
     assert len(gateway.queues.running) == 4
     assert gateway.queues.depth() == 8
     gate.set()

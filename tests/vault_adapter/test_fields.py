@@ -66,3 +66,30 @@ def test_literal_block_with_blank_line_survives_an_edit_of_another_key() -> None
     text = "---\ndesc: |\n  one\n\n  two\nstatus: x\n---\nb"
     out = apply_fields(text, {"status": "y"})
     assert out == "---\ndesc: |\n  one\n\n  two\nstatus: y\n---\nb"
+
+
+def test_the_quick_rendering_writes_exactly_what_the_yaml_dumper_writes() -> None:
+    from vault_adapter.fields import _render_simple
+    from vault_adapter.note import dump_yaml
+
+    values = [
+        None, True, False, 0, 7, -3, 10**12, "queued", "done", "agent/message", "a-b_c",
+        "yes", "No", "null", "on", "1", "1e5", "2026-11-21", "x: y", "", " pad", "[[a]]",
+        ["agent/message"], ["a", "b"], ["yes"], [], [1], 1.5, {"a": 1}, "ünï",
+    ]  # fmt: skip
+    quick = 0
+    for value in values:
+        for key in ("status", "tags", "yes", "two words", "n"):
+            rendered = _render_simple(key, value)
+            if rendered is not None:
+                quick += 1
+                assert rendered + "\n" == dump_yaml({key: value}), (key, value)
+    assert quick >= 20
+
+
+def test_a_field_already_holding_the_value_is_left_as_written() -> None:
+    text = "---\nstatus: 'done'  # by hand\ncount: 1\n---\nbody\n"
+    assert apply_fields(text, {"status": "done"}) == text
+    # 1.0 and True are not 1: those are changes.
+    assert "count: 1.0" in apply_fields(text, {"count": 1.0})
+    assert "count: true" in apply_fields(text, {"count": True})

@@ -1,0 +1,123 @@
+"""Writing through the scratch folder: old versions are reused, never a person's file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vault_adapter import FolderVault
+from vault_adapter.scratch import Scratch
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> FolderVault:
+    root = tmp_path / "vault"
+    root.mkdir()
+    return FolderVault(root, scratch=Scratch(root / ".vaultgate" / "scratch", rest_s=0.0))
+
+
+async def test_a_replaced_version_becomes_the_next_write_and_nothing_is_freed(
+    vault: FolderVault,
+) -> None:
+    await vault.create("Inbox/a.md", {"status": "new"}, "hello\n")
+    first = os.stat(vault.root / "Inbox/a.md").st_ino
+    await vault.update_fields("Inbox/a.md", {"status": "queued"})
+    assert vault.scratch is not None and len(vault.scratch) == 1
+    await vault.update_fields("Inbox/a.md", {"status": "done"})
+    # The first version's inode was kept as a spare and now holds the third version.
+    assert os.stat(vault.root / "Inbox/a.md").st_ino == first
+    note = await vault.read("Inbox/a.md")
+    assert note.frontmatter == {"status": "done"}
+    assert note.body == "hello\n"
+    assert (vault.root / "Inbox/a.md").read_text() == "---\nstatus: done\n---\nhello\n"
+
+
+async def test_a_note_someone_hard_linked_is_never_written_over(vault: FolderVault) -> None:
+    await vault.create("Inbox/a.md", {"status": "new"}, "keep me\n")
+    (vault.root / "Archive").mkdir()
+    os.link(vault.root / "Inbox/a.md", vault.root / "Archive/a.md")
+    for status in ("one", "two", "three", "four"):
+        await vault.update_fields("Inbox/a.md", {"status": status})
+        await vault.write(f"Other/{status}.md", {"n": status}, "other\n")
+    assert (vault.root / "Archive/a.md").read_text() == "---\nstatus: new\n---\nkeep me\n"
+    assert (await vault.read("Inbox/a.md")).get("status") == "four"
+
+
+async def test_spares_rest_before_reuse(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    root.mkdir()
+    vault = FolderVault(root, scratch=Scratch(root / ".scratch", rest_s=3600))
+    await vault.create("a.md", {"n": 0}, "x\n")
+    inodes = {os.stat(root / "a.md").st_ino}
+    for n in range(1, 6):
+        await vault.update_fields("a.md", {"n": n})
+        inodes.add(os.stat(root / "a.md").st_ino)
+    # Nothing has rested long enough: every version is a fresh inode.
+    assert len(inodes) == 6
+    assert vault.scratch is not None and len(vault.scratch) == 5
+
+
+async def test_spares_left_by_an_earlier_run_are_reused(tmp_path: Path) -> None:
+    root = tmp_path / "vault"
+    root.mkdir()
+    first = FolderVault(root, scratch=root / ".vaultgate" / "scratch")
+    await first.create("a.md", {"n": 0}, "x\n")
+    await first.update_fields("a.md", {"n": 1})
+    second = FolderVault(root, scratch=root / ".vaultgate" / "scratch")
+    assert second.scratch is not None and len(second.scratch) == 1
+    await second.update_fields("a.md", {"n": 2})
+    assert second.scratch is not None and len(second.scratch) == 1
+    assert (await second.read("a.md")).get("n") == 2
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Path:
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.fail("this test needs /dev/shm on a filesystem other than the temp dir")
+    return other
+
+
+async def test_a_scratch_folder_on_another_filesystem_is_not_used(
+    tmp_path: Path, other_filesystem: Path
+) -> None:
+    other = other_filesystem
+    root = tmp_path / "vault"
+    root.mkdir()
+    scratch = other / f"vaultgate-test-{os.getpid()}"
+    try:
+        vault = FolderVault(root, scratch=scratch)
+        assert vault.scratch is None
+        await vault.create("a.md", {"n": 0}, "x\n")
+        await vault.update_fields("a.md", {"n": 1})
+        assert (await vault.read("a.md")).get("n") == 1
+        assert not any(p.name.endswith(".tmp") for p in root.iterdir())
+    finally:
+        for leftover in scratch.glob("*"):
+            leftover.unlink()
+        scratch.rmdir()
+
+
+async def test_an_update_that_loses_to_a_person_keeps_its_temp_as_a_spare(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "vault"
+    root.mkdir()
+    saves = iter(["---\nn: person\n---\nx\n"])
+
+    def person_saves(rel: str) -> None:
+        text = next(saves, None)
+        if text is not None:
+            (root / rel).write_text(text)
+
+    vault = FolderVault(
+        root, scratch=Scratch(root / ".scratch", rest_s=0.0), before_replace=person_saves
+    )
+    await vault.create("a.md", {"n": 0}, "x\n")
+    note = await vault.update_fields("a.md", {"status": "stamped"})
+    # The person's edit won the race; ours was applied again on top of it.
+    assert note.frontmatter == {"n": "person", "status": "stamped"}
+    assert sorted(p.name for p in root.iterdir()) == [".scratch", "a.md"]
+    assert vault.scratch is not None and len(vault.scratch) >= 1
