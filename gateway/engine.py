@@ -39,7 +39,7 @@ from gateway.jobs import Clock, JobRunner
 from gateway.queues import DrainQueues
 from gateway.registry import Registry, ThreadRecord, TurnRecord
 from gateway.settings import Settings
-from gateway.threads import address
+from gateway.threads import ThreadAddress, address
 from gateway.turns import TurnRunner, reply_path
 from vault_adapter import Note, NoteParseError, Vault, VaultError, VaultEvent
 from vault_adapter.base import NoteWatcher
@@ -397,12 +397,12 @@ class Gateway:
             if not future.done():
                 future.set_result(event)
 
-    def thread_for(
+    def address_for(
         self, spec: AgentSpec, channel: str | None, subject: str | None, message_id: str
-    ) -> str:
-        """The id of the thread a message will land in (before the gateway routes it)."""
+    ) -> ThreadAddress:
+        """Where a message will land (before the gateway routes it)."""
         chosen = channel if channel in spec.channels else spec.channels[0]
-        return address(spec, chosen, subject, self.settings.threads_folder, message_id).thread_id
+        return address(spec, chosen, subject, self.settings.threads_folder, message_id)
 
     def reply_path(self, turn: TurnRecord) -> str:
         return reply_path(self.settings, turn)

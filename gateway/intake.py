@@ -304,6 +304,9 @@ class Intake:
         }
         if thread_link:
             fields["thread"] = thread_link
+        current = msg.note.frontmatter
+        if all(key in current and current[key] == value for key, value in fields.items()):
+            return  # written already stamped (HTTP, the CLI, a job): nothing to write
         await self.vault.update_fields(msg.note.path, fields)
 
     async def _reject(

@@ -25,8 +25,12 @@ async def write_inbound(
     subject: str | None = None,
     sender: str | None = None,
     source: str = "http",
+    message_id: str | None = None,
+    thread_link: str | None = None,
 ) -> Note:
-    message_id = new_message_id()
+    """``thread_link``, when the caller already knows where the message will land,
+    is written too, so the gateway has nothing left to stamp when it takes it in."""
+    message_id = message_id or new_message_id()
     fields: dict[str, object] = {}
     if agent:
         fields["agent"] = agent
@@ -44,6 +48,8 @@ async def write_inbound(
             "received_at": now_iso(),
         }
     )
+    if thread_link:
+        fields["thread"] = thread_link
     day = datetime.now(UTC).strftime("%Y-%m-%d")
     path = f"{settings.inbox_folder}/{slug(source)}/{day}/{message_id}.md"
     body = text if text.endswith("\n") else text + "\n"

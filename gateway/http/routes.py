@@ -22,6 +22,7 @@ from gateway.http.models import (
     message_json,
     thread_json,
 )
+from gateway.inbound import new_message_id
 from gateway.jobs import Job
 from gateway.registry import Registry, ThreadRecord
 from gateway.send import write_inbound
@@ -138,6 +139,8 @@ async def post_message(request: web.Request) -> web.Response:
             f"channel {body.channel!r} is not one of "
             f"agent {spec.name!r}'s channels ({', '.join(spec.channels)})",
         )
+    message_id = new_message_id()
+    where = gateway.address_for(spec, body.channel, body.subject, message_id)
     note = await write_inbound(
         gateway.vault,
         gateway.settings,
@@ -147,15 +150,16 @@ async def post_message(request: web.Request) -> web.Response:
         subject=body.subject,
         sender=body.sender,
         source="http",
+        message_id=message_id,
+        thread_link=where.link,
     )
-    message_id = str(note.get("id"))
     # Registered before the gateway sees the note, so the end cannot be missed.
     done = gateway.waiter(message_id) if body.wait else None
     gateway.submit(note)
     answer: dict[str, Any] = {
         "id": message_id,
         "note": note.path,
-        "thread": gateway.thread_for(spec, body.channel, body.subject, message_id),
+        "thread": where.thread_id,
         "status": "queued",
     }
     if done is None:
