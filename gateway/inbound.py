@@ -24,9 +24,12 @@ DRAFT = "draft"
 
 
 def new_message_id(now: datetime | None = None) -> str:
-    """Sortable and readable: ``20261120-235902-3f9a1c``."""
+    """Sortable and readable: ``20261120-235902-3f9a1c07b2e4``.
+
+    48 random bits: a thousand messages in one second collide with odds of
+    about one in a billion (24 bits collided in a benchmark posting 2,000)."""
     moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(6)}"
 
 
 def _under(path: str, folder: str) -> bool:
