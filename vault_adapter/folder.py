@@ -507,13 +507,10 @@ class FolderVault:
         recheck = recheck and self.scratch is not None
         if target is None:
             target = self.path_of(rel)
+        limit = self.max_note_bytes + 1
         try:
             for _ in range(_UPDATE_ATTEMPTS):
-                with open(target, "rb") as fh:
-                    info = os.fstat(fh.fileno())
-                    if not stat.S_ISREG(info.st_mode):
-                        raise NoteParseError(rel, "not a regular file")
-                    raw = fh.read(self.max_note_bytes + 1)
+                raw, info = _read_file(rel, target, limit)
                 if not recheck or os.stat(target).st_ino == info.st_ino:
                     break
         except (FileNotFoundError, NotADirectoryError) as exc:
@@ -581,6 +578,29 @@ class FolderVault:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _read_file(rel: str, target: Path | str, limit: int) -> tuple[bytes, os.stat_result]:
+    """A regular file's bytes, at most ``limit`` of them, and its fstat."""
+    fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise NoteParseError(rel, "is a folder, not a note")
+        if not stat.S_ISREG(info.st_mode):
+            raise NoteParseError(rel, "not a regular file")
+        # Sized by fstat: asking for the whole limit at once allocates (and hands
+        # back) 5 MB per note, which made reading a note cost more than parsing it.
+        # Read on to the end in case the note grew since, never past the limit.
+        raw = os.read(fd, min(info.st_size + 1, limit))
+        while len(raw) < limit:
+            more = os.read(fd, limit - len(raw))
+            if not more:
+                break
+            raw += more
+    finally:
+        os.close(fd)
+    return raw, info
 
 
 def _append(text: str, addition: str) -> str:
