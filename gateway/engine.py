@@ -360,16 +360,16 @@ class Gateway:
 
     async def _ready(self, turn_id: str) -> None:
         """Wait while the turn's thread is paused."""
-        turn = await self._registry().get_turn(turn_id)
+        turn, thread = await self._registry().turn_with_thread(turn_id)
         if turn is None or turn.thread_id is None or turn.has_result:
             return
         while True:
-            thread = await self._registry().get_thread(turn.thread_id)
             if thread is None or thread.status not in ("paused", "terminated"):
                 return
             event = self._resumed.setdefault(thread.id, asyncio.Event())
             event.clear()
             await event.wait()
+            thread = await self._registry().get_thread(turn.thread_id)
 
     def _registry(self) -> Registry:
         assert self.registry is not None, "gateway not started"

@@ -154,14 +154,13 @@ class Intake:
         if msg.is_draft or (not note.frontmatter and not note.body.strip()):
             return  # a draft, or a note just created and still empty: wait for text
         if msg.id is None:
-            open_turn = await self.registry.open_turn_for_note(note.path)
+            open_turn, last = await self.registry.turns_for_note(note.path)
             if open_turn is not None:
                 # A save from a stale editor buffer dropped our stamp: put it back.
                 await self.vault.update_fields(
                     note.path, {"id": open_turn.id, "status": open_turn.status}
                 )
                 return
-            last = await self.registry.last_turn_for_note(note.path)
             if last is not None and last.message is not None and last.message == msg.text:
                 # The same text, answered already: an editor saved a copy from before
                 # our stamps. Put them back rather than answer it twice.

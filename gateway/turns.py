@@ -84,10 +84,10 @@ class TurnRunner:
 
     async def run(self, turn_id: str) -> None:
         """Run the turn's backend and record its outcome (unless already recorded)."""
-        turn = await self.registry.get_turn(turn_id)
+        turn, thread = await self.registry.turn_with_thread(turn_id)
         if turn is None or turn.finalized or turn.has_result:
             return
-        outcome = await self._execute(turn)
+        outcome = await self._execute(turn, thread)
         self._recorded[turn_id] = await self._record(turn_id, outcome)
 
     async def finish(self, turn_id: str) -> None:
@@ -122,10 +122,9 @@ class TurnRunner:
 
     # -- execute --------------------------------------------------------------
 
-    async def _execute(self, turn: TurnRecord) -> TurnOutcome:
+    async def _execute(self, turn: TurnRecord, thread: ThreadRecord | None) -> TurnOutcome:
         assert turn.thread_id is not None and turn.agent is not None
         spec = self.catalogue.by_name(turn.agent)
-        thread = await self.registry.get_thread(turn.thread_id)
         if spec is None or thread is None:
             return TurnOutcome("error", "", error=f"agent {turn.agent!r} is no longer defined")
         try:
@@ -298,7 +297,9 @@ class TurnRunner:
         folder = self.settings.subjects_folder
         candidates = [f"{folder}/{slug(subject)}.md"]
         if "/" not in subject and "\\" not in subject and not subject.startswith("."):
-            candidates.insert(0, f"{folder}/{subject}.md")
+            exact = f"{folder}/{subject}.md"
+            if exact != candidates[0]:
+                candidates.insert(0, exact)
         for path in candidates:
             try:
                 return (await self.vault.read(path)).body
@@ -312,14 +313,13 @@ class TurnRunner:
         assert turn.thread_id is not None
         failed = turn.status == "error"
         thread = await self.registry.get_thread(turn.thread_id)
-        if thread is None:
-            raise VaultError(f"thread {turn.thread_id} vanished from the registry")
-        thread = (
-            await self.registry.swap_thread_status(
+        if thread is not None and thread.status == "working":
+            # Recorded by an older version, which left the status to this step.
+            thread = await self.registry.swap_thread_status(
                 thread.id, "error" if failed else "idle", only_if="working"
             )
-            or thread
-        )
+        if thread is None:
+            raise VaultError(f"thread {turn.thread_id} vanished from the registry")
         spec = self.catalogue.by_name(thread.agent)
         reply = reply_path(self.settings, turn)
         await self._write_reply(turn, reply, failed, thread.note)

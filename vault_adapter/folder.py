@@ -42,6 +42,7 @@ from vault_adapter.watch import EventKind, VaultEvent, Watcher
 _UPDATE_ATTEMPTS = 8
 _LOCK_STRIPES = 64
 _SCAN_BATCH = 256
+_WRITES_REMEMBERED = 4096
 
 
 def _default_mode() -> int:
@@ -107,6 +108,8 @@ class FolderVault:
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, set[str]] = {}
+        self._written: dict[str, tuple[int, int, int, int]] = {}
+        """Note -> identity of the file our last write of it left (see ``_settle``)."""
         self.scratch: Scratch | None = None
         if scratch is not None:
             spares = scratch if isinstance(scratch, Scratch) else Scratch(Path(scratch))
@@ -337,7 +340,7 @@ class FolderVault:
                 )
             try:
                 os.fchmod(fd, mode)
-                mtime = write_over(fd, data, sync=self._fsync)
+                written = write_over(fd, data, sync=self._fsync)
                 if unchanged is not None and not self._still(rel, target, unchanged):
                     # A person saved the note since we read it. Checked as late as
                     # possible (the new version is written and synced): their edit
@@ -361,8 +364,10 @@ class FolderVault:
             if note is None:
                 self.index.put_broken(rel, digest)
                 raise NoteParseError(rel, "the rewritten text is not a valid note")
-            note = note.model_copy(update={"mtime": mtime, "content_hash": digest})
+            note = note.model_copy(update={"mtime": written.st_mtime, "content_hash": digest})
             self.index.put(note)
+            with contextlib.suppress(OSError):
+                self._remember_write(rel, os.stat(target))  # after the rename (ctime)
             return note
         except OSError as exc:
             raise VaultError(f"{rel}: cannot write note: {exc.strerror or exc}") from exc
@@ -470,8 +475,28 @@ class FolderVault:
         self.index.put(note)
         return ScanItem(rel, note, None)
 
+    def _remember_write(self, rel: str, info: os.stat_result) -> None:
+        with self._inflight_lock:
+            if len(self._written) >= _WRITES_REMEMBERED:
+                self._written.clear()  # only a shortcut: forgetting costs a read
+            self._written[rel] = _identity(info)
+
+    def _unchanged_since_written(self, rel: str) -> bool:
+        """True when ``rel`` is still exactly the file our last write left (same
+        inode, size, mtime and ctime; a person's save changes the ctime at least)."""
+        with self._inflight_lock:
+            mine = self._written.pop(rel, None)
+        if mine is None:
+            return False
+        try:
+            return _identity(os.stat(self.path_of(rel))) == mine
+        except (OSError, VaultError):
+            return False
+
     def _settle(self, rel: str, moved_from: str | None) -> VaultEvent | None:
         """Called by the watcher (in a thread) once ``rel`` has stopped changing."""
+        if moved_from is None and self._unchanged_since_written(rel):
+            return None  # our own write, already in the index: no need to read it
         try:
             raw, mtime = self._read_raw(rel)
         except NoteNotFound:
@@ -578,6 +603,10 @@ class FolderVault:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _read_file(rel: str, target: Path | str, limit: int) -> tuple[bytes, os.stat_result]:

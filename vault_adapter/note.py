@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -159,8 +161,64 @@ def _too_deep(yaml_text: str) -> bool:
     return False
 
 
+class _Recent:
+    """The last few frontmatters parsed, by their exact text.
+
+    A note the gateway stamps is read again for its next stamp (queued, running,
+    done; a thread note every turn), and its frontmatter is the text the last
+    write produced, which that write parsed already. Entries are handed out as
+    copies, so no caller shares a mutable value with another."""
+
+    def __init__(self, size: int = 512, longest: int = 16_384) -> None:
+        self._size = size
+        self._longest = longest
+        self._lock = threading.Lock()
+        self._items: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def get(self, text: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._items.get(text)
+            if found is None:
+                return None
+            self._items.move_to_end(text)
+        copied: dict[str, Any] = _copy(found)
+        return copied
+
+    def put(self, text: str, data: dict[str, Any]) -> None:
+        if len(text) > self._longest:
+            return
+        kept = _copy(data)
+        with self._lock:
+            self._items[text] = kept
+            self._items.move_to_end(text)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+def _copy(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    if type(value) is set:
+        return set(value)
+    return value  # the scalars YAML makes are immutable (str, int, float, bool, None, dates)
+
+
+_RECENT = _Recent()
+
+
 def load_yaml(yaml_text: str, path: str) -> dict[str, Any]:
     """Parse frontmatter YAML into a dict with string keys, in file order."""
+    known = _RECENT.get(yaml_text)
+    if known is not None:
+        return known
+    data = _load_yaml(yaml_text, path)
+    _RECENT.put(yaml_text, data)
+    return data
+
+
+def _load_yaml(yaml_text: str, path: str) -> dict[str, Any]:
     try:
         if _could_nest_deeper(yaml_text, MAX_NESTING) and _too_deep(yaml_text):
             raise NoteParseError(

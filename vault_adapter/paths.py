@@ -16,6 +16,9 @@ from pathlib import Path, PurePosixPath
 from vault_adapter.errors import VaultPathError
 
 _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+# Components of anything but '/', '\\' and NUL, none empty or '.', not starting
+# with a drive letter: a path normalize() would hand back unchanged, if no '..'.
+_CANONICAL = re.compile(r"(?![A-Za-z]:)(?!\.(?:/|\Z))[^/\\\x00]+(?:/(?!\.(?:/|\Z))[^/\\\x00]+)*\Z")
 
 
 def slug(text: str) -> str:
@@ -37,6 +40,8 @@ def normalize(rel: str) -> str:
     Raises :class:`VaultPathError` for empty, absolute, ``..``-bearing or
     NUL-bearing paths. ``.`` components and doubled slashes are dropped.
     """
+    if isinstance(rel, str) and _CANONICAL.match(rel) and ".." not in rel.split("/"):
+        return rel  # already canonical: the common case, decided without PurePosixPath
     if not isinstance(rel, str) or not rel:
         raise VaultPathError(str(rel), "empty path")
     if "\x00" in rel:

@@ -116,10 +116,10 @@ class Scratch:
         _unlink(path)
 
 
-def write_over(fd: int, data: bytes, *, sync: bool) -> float:
+def write_over(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
     """Write ``data`` as the whole content of ``fd`` (from offset 0), sync it, close it.
 
-    Returns the file's modification time once written."""
+    Returns the file's status once written."""
     try:
         view = memoryview(data)
         offset = 0
@@ -128,7 +128,7 @@ def write_over(fd: int, data: bytes, *, sync: bool) -> float:
         os.ftruncate(fd, len(data))
         if sync:
             os.fsync(fd)
-        return os.fstat(fd).st_mtime
+        return os.fstat(fd)
     finally:
         os.close(fd)
 

@@ -311,22 +311,36 @@ class Registry:
             )
         )
 
-    async def open_turn_for_note(self, note: str) -> TurnRecord | None:
-        row = await self._read(
-            lambda db: db.execute(
+    async def turn_with_thread(self, turn_id: str) -> tuple[TurnRecord | None, ThreadRecord | None]:
+        """A turn and its thread, read together (one round trip)."""
+
+        def op(db: sqlite3.Connection) -> tuple[TurnRecord | None, ThreadRecord | None]:
+            row = db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
+            if row is None:
+                return None, None
+            turn = _turn(row)
+            if turn.thread_id is None:
+                return turn, None
+            found = db.execute("SELECT * FROM threads WHERE id = ?", (turn.thread_id,))
+            thread_row = found.fetchone()
+            return turn, _thread(thread_row) if thread_row else None
+
+        return await self._read(op)
+
+    async def turns_for_note(self, note: str) -> tuple[TurnRecord | None, TurnRecord | None]:
+        """``(open, last)``: the note's newest unfinalized turn and its newest turn."""
+
+        def op(db: sqlite3.Connection) -> tuple[TurnRecord | None, TurnRecord | None]:
+            open_row = db.execute(
                 "SELECT * FROM turns WHERE note = ? AND finalized = 0 ORDER BY seq DESC LIMIT 1",
                 (note,),
             ).fetchone()
-        )
-        return _turn(row) if row else None
-
-    async def last_turn_for_note(self, note: str) -> TurnRecord | None:
-        row = await self._read(
-            lambda db: db.execute(
+            last_row = db.execute(
                 "SELECT * FROM turns WHERE note = ? ORDER BY seq DESC LIMIT 1", (note,)
             ).fetchone()
-        )
-        return _turn(row) if row else None
+            return (_turn(open_row) if open_row else None, _turn(last_row) if last_row else None)
+
+        return await self._read(op)
 
     async def set_turn_status(
         self,
@@ -376,14 +390,18 @@ class Registry:
                 ),
             )
             if turn.thread_id is not None:
+                # The thread stops working with the outcome (a pause or terminate that
+                # came meanwhile is kept).
                 db.execute(
                     "UPDATE threads SET turn_count=turn_count+1, input_tokens=input_tokens+?,"
+                    " status = CASE WHEN status = 'working' THEN ? ELSE status END,"
                     " output_tokens=output_tokens+?, cost_usd=cost_usd+?, last_turn_at=?,"
                     " updated_at=?, model=COALESCE(?, model), last_error=?,"
                     " session_started = CASE WHEN ? THEN 1 ELSE session_started END"
                     " WHERE id=?",
                     (
                         outcome.input_tokens,
+                        "error" if outcome.status == "error" else "idle",
                         outcome.output_tokens,
                         outcome.cost_usd,
                         finished,
