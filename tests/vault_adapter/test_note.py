@@ -104,3 +104,14 @@ def test_a_value_ending_in_blank_lines_round_trips_without_moving_the_body() -> 
     fm = {"error": "line one\nline two\n\n", "status": "queued"}
     note = parse_note("n.md", render_note(fm, "Hello\n").encode(), 0.0)
     assert note.frontmatter == fm and note.body == "Hello\n"
+
+
+def test_a_remembered_frontmatter_is_handed_out_as_a_copy() -> None:
+    from vault_adapter.note import load_yaml
+
+    text = "tags: [a, b]\nnested: {x: [1]}\n"
+    first = load_yaml(text, "n.md")
+    first["tags"].append("changed")
+    first["nested"]["x"].append(2)
+    first["new"] = 1
+    assert load_yaml(text, "n.md") == {"tags": ["a", "b"], "nested": {"x": [1]}}

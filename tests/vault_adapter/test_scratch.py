@@ -121,3 +121,23 @@ async def test_an_update_that_loses_to_a_person_keeps_its_temp_as_a_spare(
     assert note.frontmatter == {"n": "person", "status": "stamped"}
     assert sorted(p.name for p in root.iterdir()) == [".scratch", "a.md"]
     assert vault.scratch is not None and len(vault.scratch) >= 1
+
+
+def save_in_place(path: Path, old: bytes, new: bytes) -> None:
+    """A save of the same length into the same file, with its mtime put back."""
+    before = path.stat()
+    with open(path, "r+b") as fh:
+        fh.write(path.read_bytes().replace(old, new))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+async def test_a_same_size_edit_after_our_write_is_still_seen(vault: FolderVault) -> None:
+    await vault.create("a.md", {"status": "new"}, "hello\n")
+    await vault.update_fields("a.md", {"status": "aaaa"})
+    # Our own write, untouched since: recognised without reading it.
+    assert vault._settle("a.md", None) is None
+    await vault.update_fields("a.md", {"status": "bbbb"})
+    save_in_place(vault.root / "a.md", b"bbbb", b"cccc")
+    event = vault._settle("a.md", None)
+    assert event is not None and event.note is not None
+    assert event.note.get("status") == "cccc"
