@@ -108,8 +108,9 @@ class FolderVault:
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, set[str]] = {}
-        self._written: dict[str, tuple[int, int, int, int]] = {}
-        """Note -> identity of the file our last write of it left (see ``_settle``)."""
+        self._written: dict[str, tuple[tuple[int, int, int, int], int]] = {}
+        """Note -> (identity of the file our last write left, our writes since the
+        note last settled); see ``_settle``."""
         self.scratch: Scratch | None = None
         if scratch is not None:
             spares = scratch if isinstance(scratch, Scratch) else Scratch(Path(scratch))
@@ -479,23 +480,35 @@ class FolderVault:
         with self._inflight_lock:
             if len(self._written) >= _WRITES_REMEMBERED:
                 self._written.clear()  # only a shortcut: forgetting costs a read
-            self._written[rel] = _identity(info)
+            earlier = self._written.get(rel)
+            self._written[rel] = (_identity(info), earlier[1] + 1 if earlier else 1)
 
-    def _unchanged_since_written(self, rel: str) -> bool:
-        """True when ``rel`` is still exactly the file our last write left (same
-        inode, size, mtime and ctime; a person's save changes the ctime at least)."""
+    def _unchanged_since_written(self, rel: str, events: int) -> bool:
+        """True when every event seen for ``rel`` was one of our writes (each raises
+        exactly one on the note's path: the rename or the link) and the file is
+        still what the last one left: same inode, size, mtime and ctime.
+
+        The event count is what makes this safe: timestamps are only as fine as the
+        kernel's clock tick, so a person's same-length save in the same tick would
+        look identical; its own event does not."""
         with self._inflight_lock:
             mine = self._written.pop(rel, None)
-        if mine is None:
+        if mine is None or mine[1] != events:
             return False
         try:
-            return _identity(os.stat(self.path_of(rel))) == mine
+            return _identity(os.stat(self.path_of(rel))) == mine[0]
         except (OSError, VaultError):
             return False
 
-    def _settle(self, rel: str, moved_from: str | None) -> VaultEvent | None:
-        """Called by the watcher (in a thread) once ``rel`` has stopped changing."""
-        if moved_from is None and self._unchanged_since_written(rel):
+    def _settle(self, rel: str, moved_from: str | None, events: int = 0) -> VaultEvent | None:
+        """Called by the watcher (in a thread) once ``rel`` has stopped changing, with
+        the number of raw events seen for it meanwhile."""
+        # Polling can fold several changes into one event: there, always read.
+        if (
+            not self.watch_polling
+            and moved_from is None
+            and self._unchanged_since_written(rel, events)
+        ):
             return None  # our own write, already in the index: no need to read it
         try:
             raw, mtime = self._read_raw(rel)

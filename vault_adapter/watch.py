@@ -81,8 +81,9 @@ RESCAN = VaultEvent("rescan", "")
 """Changes may have been missed (the watcher had to be restarted): scan everything again."""
 
 
-Settle = Callable[[str, str | None], VaultEvent | None]
-"""Reads one note after it settled: ``(path, moved_from) -> event or None``. Runs in a thread."""
+Settle = Callable[[str, str | None, int], VaultEvent | None]
+"""Reads one note after it settled: ``(path, moved_from, raw events seen) -> event or None``.
+Runs in a thread."""
 
 
 class _Relay(FileSystemEventHandler):
@@ -141,6 +142,8 @@ class Watcher:
         self._poll_interval = poll_interval_s
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._moved_from: dict[str, str] = {}
+        self._seen: dict[str, int] = {}
+        """Raw events per note since it was last settled."""
         self._ready: deque[str] = deque()
         self._wake = asyncio.Event()
         self._queue: asyncio.Queue[VaultEvent] = asyncio.Queue()
@@ -234,6 +237,7 @@ class Watcher:
         return len(self._timers) + len(self._ready)
 
     def _touch(self, rel: str, moved_from: str | None) -> None:
+        self._seen[rel] = self._seen.get(rel, 0) + 1
         old = self._timers.pop(rel, None)
         if old is not None:
             old.cancel()
@@ -254,14 +258,17 @@ class Watcher:
             while self._ready:
                 batch = [self._ready.popleft() for _ in range(min(_BATCH, len(self._ready)))]
                 moves = [self._moved_from.pop(rel, None) for rel in batch]
-                events = await asyncio.to_thread(self._settle_all, batch, moves)
+                counts = [self._seen.pop(rel, 0) for rel in batch]
+                events = await asyncio.to_thread(self._settle_all, batch, moves, counts)
                 for event in events:
                     self._queue.put_nowait(event)
 
-    def _settle_all(self, batch: list[str], moves: list[str | None]) -> list[VaultEvent]:
+    def _settle_all(
+        self, batch: list[str], moves: list[str | None], counts: list[int]
+    ) -> list[VaultEvent]:
         events = []
-        for rel, moved_from in zip(batch, moves, strict=True):
-            event = self._settle(rel, moved_from)
+        for rel, moved_from, count in zip(batch, moves, counts, strict=True):
+            event = self._settle(rel, moved_from, count)
             if event is not None:
                 events.append(event)
         return events
