@@ -129,6 +129,7 @@ async def overhead(turns: int) -> Result:
             "bare_median_s": statistics.median(bare),
             "turns": turns,
         },
+        floor=f"bare claude -p: {statistics.median(bare):.2f} s/turn",
     )
 
 
