@@ -83,6 +83,9 @@ class Scratch:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             except FileExistsError:
                 continue
+            except FileNotFoundError:
+                self.folder.mkdir(parents=True, exist_ok=True)  # someone removed it
+                continue
             return fd, path, False
 
     def hold(self, target: Path) -> str | None:

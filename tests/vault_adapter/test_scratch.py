@@ -142,3 +142,15 @@ async def test_a_same_size_edit_after_our_write_is_still_seen(vault: FolderVault
     event = vault._settle("a.md", None, 2)
     assert event is not None and event.note is not None
     assert event.note.get("status") == "cccc"
+
+
+async def test_a_removed_scratch_folder_is_made_again(vault: FolderVault) -> None:
+    await vault.create("a.md", {"n": 0}, "x\n")
+    assert vault.scratch is not None
+    for leftover in vault.scratch.folder.iterdir():
+        leftover.unlink()
+    vault.scratch.folder.rmdir()
+    await vault.update_fields("a.md", {"n": 1})
+    await vault.create("b.md", {"n": 2}, "y\n")
+    assert (await vault.read("a.md")).get("n") == 1
+    assert (await vault.read("b.md")).get("n") == 2
