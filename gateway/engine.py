@@ -30,12 +30,15 @@ from gateway.definitions import (
     parse_definition,
 )
 from gateway.inbound import (
+    FINAL_STATUSES,
+    MESSAGE_TAG,
+    is_gateway_owned,
     is_inbound,
     is_inbound_path,
     read_message,
 )
 from gateway.intake import Intake
-from gateway.jobs import Clock, JobRunner
+from gateway.jobs import JOB_TAG, Clock, JobRunner
 from gateway.queues import DrainQueues
 from gateway.registry import Registry, ThreadRecord, TurnRecord
 from gateway.settings import Settings
@@ -44,6 +47,7 @@ from gateway.turns import TurnRunner, reply_path
 from vault_adapter import Note, NoteParseError, Vault, VaultError, VaultEvent
 from vault_adapter.base import NoteWatcher
 from vault_adapter.note import dump_yaml, split_frontmatter
+from vault_adapter.scan import NoteSummary
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +134,7 @@ class Gateway:
         await self._watcher.start()
         inbound: list[Note] = []
         job_notes: list[Note] = []
-        async for item in self.vault.rescan():
+        async for item in self.vault.rescan(self._read_at_start):
             if item.note is not None:
                 await self._load_if_definition(item.note)
                 self._note_control(item.note, at_start=True)
@@ -176,6 +180,22 @@ class Gateway:
 
     def _finished(self, note: Note) -> bool:
         return read_message(note).is_final
+
+    def _read_at_start(self, note: NoteSummary) -> bool:
+        """The notes the start-up scan hands over in full (every note is indexed):
+        definitions and jobs anywhere, thread notes (for ``control``), and what may be
+        an open inbound message. Never too few; the loop decides on the full note, and
+        a field the vault does not index only ever makes this take more."""
+        if note.has_tag(DEFINITION_TAG) or note.has_tag(JOB_TAG):
+            return True
+        if _under(note.path, self.settings.threads_folder):
+            return True
+        if is_gateway_owned(note.path, self.settings) or note.fields.get("direction") == "outbound":
+            return False
+        if not (is_inbound_path(note.path, self.settings) or note.has_tag(MESSAGE_TAG)):
+            return False
+        status = note.fields.get("status")
+        return status is None or str(status).strip().lower() not in FINAL_STATUSES
 
     # -- definitions -----------------------------------------------------------
 

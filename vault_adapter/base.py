@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vault_adapter.note import Note
+from vault_adapter.scan import Wanted
 from vault_adapter.watch import VaultEvent
 
 
@@ -67,6 +68,9 @@ class Vault(Protocol):
 
     async def find_by_field(self, key: str, value: Any) -> list[str]: ...
 
-    def rescan(self) -> AsyncIterator[Any]: ...
+    def rescan(self, wanted: Wanted | None = None) -> AsyncIterator[Any]:
+        """Index every note; yield broken ones, and in full those ``wanted`` accepts
+        (every note without it)."""
+        ...
 
     def watch(self) -> NoteWatcher: ...

@@ -33,11 +33,22 @@ from vault_adapter.note import (
     content_hash,
     normalize_tags,
     parse_note,
+    parse_parts,
     render_note,
     split_frontmatter,
 )
 from vault_adapter.paths import normalize, resolve_in
 from vault_adapter.priority import is_waited_on
+from vault_adapter.scan import (
+    PARALLEL_FROM,
+    NoteSummary,
+    Scanned,
+    ScanSetup,
+    Wanted,
+    chunked,
+    default_processes,
+    scan_chunks,
+)
 from vault_adapter.scratch import Scratch, write_over
 from vault_adapter.watch import EventKind, VaultEvent, Watcher
 
@@ -88,6 +99,8 @@ class FolderVault:
         fsync: bool = True,
         scratch: Scratch | str | os.PathLike[str] | None = None,
         before_replace: Callable[[str], None] | None = None,
+        scan_processes: int | None = None,
+        parallel_scan_from: int = PARALLEL_FROM,
     ) -> None:
         """``scratch`` is a folder on the vault's filesystem where new versions are
         written and replaced ones are kept for reuse (see :mod:`vault_adapter.scratch`);
@@ -95,7 +108,10 @@ class FolderVault:
 
         ``before_replace`` is a fault-injection seam for tests: it is called with the
         path inside ``update_fields`` after the new text is computed and before the
-        final check-and-rename, which is where a concurrent human edit would land."""
+        final check-and-rename, which is where a concurrent human edit would land.
+
+        ``scan_processes`` worker processes (default: one per CPU, none on one CPU)
+        index a vault of ``parallel_scan_from`` notes or more in ``rescan(wanted)``."""
         root_path = Path(root)
         if not root_path.is_dir():
             raise VaultError(f"vault folder {root_path} does not exist or is not a folder")
@@ -107,6 +123,8 @@ class FolderVault:
         self.poll_interval_s = poll_interval_s
         self._fsync = fsync
         self._before_replace = before_replace
+        self.scan_processes = default_processes() if scan_processes is None else scan_processes
+        self.parallel_scan_from = parallel_scan_from
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, set[str]] = {}
@@ -159,7 +177,7 @@ class FolderVault:
 
     async def _ensure_index(self) -> None:
         if not self.index.ready:
-            async for _ in self.rescan():
+            async for _ in self.rescan(_none):
                 pass
 
     # -- writing ------------------------------------------------------------
@@ -442,8 +460,31 @@ class FolderVault:
 
     # -- scanning and watching ----------------------------------------------
 
-    async def rescan(self) -> AsyncIterator[ScanItem]:
-        """Every note in the vault, each read once; fills the index as it goes."""
+    async def rescan(self, wanted: Wanted | None = None) -> AsyncIterator[ScanItem]:
+        """Every note in the vault, each read once; fills the index as it goes.
+
+        With ``wanted``, every note is still indexed and every broken one yielded,
+        but only the notes whose :class:`NoteSummary` ``wanted`` accepts (it is called
+        in a worker thread) are read again, built and yielded. The others are never
+        built, and on a big vault worker processes read them (:mod:`vault_adapter.scan`).
+        """
+        if wanted is not None:
+            chunks = await asyncio.to_thread(
+                lambda: chunked(rel for rel, _ in self._walk(self.root, True))
+            )
+            scan = scan_chunks(
+                chunks,
+                self.summarize,
+                ScanSetup(str(self.root), self.max_note_bytes, self.index.fields),
+                processes=self.scan_processes,
+                parallel_from=self.parallel_scan_from,
+            )
+            async with contextlib.aclosing(scan):
+                async for chunk in scan:
+                    for item in await asyncio.to_thread(self._index_scanned, chunk, wanted):
+                        yield item
+            self.index.ready = True
+            return
         walker = self._walk(self.root, True)
         while True:
             batch = await asyncio.to_thread(self._scan_batch, walker)
@@ -477,6 +518,52 @@ class FolderVault:
                 items.append(self._parse_into_index(rel, raw, mtime))
             if len(items) >= _SCAN_BATCH:
                 break
+        return items
+
+    def summarize(self, paths: Iterable[str]) -> list[Scanned]:
+        """What the index keeps of each of ``paths`` (as the walk found them), read and
+        parsed without building a note or touching the index; a note that vanished
+        is left out. Runs in a scan's worker processes, or in a thread."""
+        found: list[Scanned] = []
+        for rel in paths:
+            try:
+                raw, _ = self._read_raw(rel, self._file_of(rel), recheck=False)
+            except NoteNotFound:
+                continue
+            except NoteParseError as exc:
+                found.append((rel, "", (), (), exc.detail))
+                continue
+            digest = content_hash(raw)
+            try:
+                meta, _ = parse_parts(rel, raw, max_bytes=self.max_note_bytes)
+            except NoteParseError as exc:
+                found.append((rel, digest, (), (), exc.detail))
+                continue
+            fields = tuple((k, meta[k]) for k in self.index.fields if k in meta)
+            found.append((rel, digest, normalize_tags(meta.get("tags")), fields, None))
+        return found
+
+    def _index_scanned(self, chunk: list[Scanned], wanted: Wanted) -> list[ScanItem]:
+        items: list[ScanItem] = []
+        for rel, digest, tags, fields, error in chunk:
+            if error is not None:
+                self.index.put_broken(rel, digest)
+                items.append(ScanItem(rel, None, NoteParseError(rel, error)))
+                continue
+            summary = NoteSummary(rel, digest, tags, dict(fields))
+            self.index.put(summary.index_note())
+            if not wanted(summary):
+                continue
+            # Read again to build it: a note saved since is indexed as it is now.
+            try:
+                raw, mtime = self._read_raw(rel, self._file_of(rel))
+            except NoteNotFound:
+                continue
+            except NoteParseError as exc:
+                self.index.put_broken(rel, "")
+                items.append(ScanItem(rel, None, exc))
+            else:
+                items.append(self._parse_into_index(rel, raw, mtime))
         return items
 
     def _parse_into_index(self, rel: str, raw: bytes, mtime: float) -> ScanItem:
@@ -577,6 +664,10 @@ class FolderVault:
             )
         return raw, info.st_mtime
 
+    def _file_of(self, rel: str) -> str:
+        """The file of a vault path the walk found (checked by the walk, not here)."""
+        return os.path.join(self.root, *rel.split("/"))
+
     def _walk(self, start: Path, recursive: bool) -> Iterator[tuple[str, str]]:
         """``(vault path, absolute path)`` of every note under ``start``, dot-folders
         skipped, symlinked folders not followed, symlinked notes only if they stay inside."""
@@ -655,6 +746,10 @@ def _read_file(rel: str, target: Path | str, limit: int) -> tuple[bytes, os.stat
     finally:
         os.close(fd)
     return raw, info
+
+
+def _none(_: NoteSummary) -> bool:
+    return False
 
 
 def _append(text: str, addition: str) -> str:

@@ -189,7 +189,7 @@ class NoteIndex:
             return IndexEntry(_hex(record.digest), (), (), broken=True)
         fields = tuple(
             (key, value)
-            for key, value in zip(self.fields, record.values, strict=True)
+            for key, value in zip(self.fields, record.values or (), strict=False)
             if value is not _ABSENT
         )
         return IndexEntry(_hex(record.digest), record.tags, fields)

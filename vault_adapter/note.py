@@ -245,6 +245,22 @@ def parse_note(
     path: str, raw: bytes, mtime: float, *, max_bytes: int = DEFAULT_MAX_NOTE_BYTES
 ) -> Note:
     """Turn a file's bytes into a :class:`Note`, or raise :class:`NoteParseError`."""
+    meta, body = parse_parts(path, raw, max_bytes=max_bytes)
+    return Note(
+        path=path,
+        frontmatter=meta,
+        body=body,
+        tags=normalize_tags(meta.get("tags")),
+        mtime=mtime,
+        content_hash=content_hash(raw),
+    )
+
+
+def parse_parts(
+    path: str, raw: bytes, *, max_bytes: int = DEFAULT_MAX_NOTE_BYTES
+) -> tuple[dict[str, Any], str]:
+    """``(frontmatter, body)`` of a file's bytes, refused exactly as :func:`parse_note`
+    refuses them; for callers that need no :class:`Note` (the start-up scan)."""
     if len(raw) > max_bytes:
         raise NoteParseError(
             path, f"note is {len(raw)} bytes, over the limit of {max_bytes} (max_note_bytes)"
@@ -259,14 +275,7 @@ def parse_note(
         ) from exc
     yaml_text, body = split_frontmatter(text, path)
     meta = load_yaml(yaml_text, path) if yaml_text is not None else {}
-    return Note(
-        path=path,
-        frontmatter=meta,
-        body=body,
-        tags=normalize_tags(meta.get("tags")),
-        mtime=mtime,
-        content_hash=content_hash(raw),
-    )
+    return meta, body
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:

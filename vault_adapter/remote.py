@@ -62,6 +62,7 @@ from vault_adapter.remote_map import (
 )
 from vault_adapter.remote_poll import RemotePoller, SyncState
 from vault_adapter.remote_webhook import parse_webhook
+from vault_adapter.scan import NoteSummary, Wanted
 
 __all__ = ["RemotePoller", "RemoteVault", "parse_webhook"]
 
@@ -181,8 +182,11 @@ class RemoteVault:
                 found.append(rel)
         return sorted(found)
 
-    async def rescan(self) -> AsyncIterator[ScanItem]:
-        """Every note in the vault, each read once; fills the index as it goes."""
+    async def rescan(self, wanted: Wanted | None = None) -> AsyncIterator[ScanItem]:
+        """Every note in the vault, each read once; fills the index as it goes.
+
+        With ``wanted``, only the notes it accepts (and broken ones) are yielded, as
+        :meth:`FolderVault.rescan` does; the server sends every note whole anyway."""
         async for page in self._pages({"include_content": "true"}):
             for api in page:
                 rel = vault_path(api)
@@ -196,7 +200,8 @@ class RemoteVault:
                     yield ScanItem(rel, None, exc)
                     continue
                 self.index.put(note)
-                yield ScanItem(rel, note, None)
+                if wanted is None or wanted(NoteSummary.of(note, self.index.fields)):
+                    yield ScanItem(rel, note, None)
         self.index.ready = True
 
     def watch(self) -> RemotePoller:

@@ -167,6 +167,21 @@ async def test_rescan_lists_every_note_once(subject: Subject) -> None:
     )
 
 
+async def test_rescan_hands_over_only_wanted_notes_and_indexes_them_all(
+    subject: Subject,
+) -> None:
+    for i in range(9):
+        tags = ["wanted"] if i % 3 == 0 else ["other"]
+        await subject.vault.write(f"F{i % 2}/n{i}.md", {"tags": tags, "i": i}, f"note {i}\n")
+    items = [item async for item in subject.vault.rescan(lambda note: note.has_tag("Wanted"))]
+    assert sorted(item.path for item in items) == ["F0/n0.md", "F0/n6.md", "F1/n3.md"]
+    assert all(item.note is not None and item.note.body for item in items)
+    assert subject.vault.index.ready
+    assert len(await subject.vault.find_by_tag("other")) == 6
+    note = await subject.vault.read("F1/n5.md")
+    assert subject.vault.index.hash_of("F1/n5.md") == note.content_hash
+
+
 async def test_rewrite_replaces_the_whole_text(subject: Subject) -> None:
     await subject.vault.write("n.md", {"a": 1}, "old body\n")
     note = await subject.vault.rewrite("n.md", lambda text: text.replace("old", "new"))
