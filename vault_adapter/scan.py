@@ -331,6 +331,21 @@ class _Worker:
         return found
 
     async def close(self) -> None:
+        """End the worker and reap it, even when cancelled meanwhile (then at once)."""
+        ending = asyncio.ensure_future(self._end())
+        cancelled = False
+        while not ending.done():
+            try:
+                await asyncio.shield(ending)
+            except asyncio.CancelledError:
+                cancelled = True
+                with contextlib.suppress(ProcessLookupError):
+                    self._proc.kill()
+        if cancelled:
+            raise asyncio.CancelledError
+        ending.result()
+
+    async def _end(self) -> None:
         # EOF on stdin is the worker's signal to end. Its stdout is read to the end so
         # the pipes close too; one that does not end is terminated, then killed.
         with contextlib.suppress(OSError):

@@ -204,3 +204,27 @@ async def test_leaving_a_scan_early_ends_its_workers(tmp_path: Path) -> None:
     assert my_workers(), "the workers were never started"
     await scan.aclose()
     assert my_workers() == []
+
+
+async def test_leaving_a_scan_ends_workers_still_ending(tmp_path: Path) -> None:
+    fill(tmp_path)
+    paths = sorted(NOTES)  # one chunk: one worker answers it, the other has nothing to do
+    vault = open_vault(tmp_path, 2)
+    # Answers like a worker, then takes its time to exit once its stdin is closed.
+    slow_to_end = (
+        "import time; from vault_adapter.scan import serve_worker; serve_worker(); time.sleep(60)"
+    )
+    scan = scan_chunks(
+        chunked(paths),
+        vault.summarize,
+        setup_of(vault),
+        processes=2,
+        parallel_from=1,
+        command=[sys.executable, "-c", slow_to_end],
+        thread_helps=False,
+    )
+    first = await anext(scan)
+    assert [entry[0] for entry in first] == paths
+    assert len(my_workers()) == 2
+    await scan.aclose()
+    assert my_workers() == []
