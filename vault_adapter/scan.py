@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import signal
+import site
 import struct
 import sys
 from collections import deque
@@ -284,12 +285,20 @@ def _worker_command() -> list[str]:
 
 
 def _worker_env() -> dict[str, str]:
-    # The worker imports this package from wherever this process found it (the
-    # benchmarks and tests put the checkout on sys.path by hand).
+    # The worker imports this package from wherever this process found it: a
+    # checkout that the benchmarks and tests put on sys.path by hand, or an
+    # editable install, goes first. An installed package is found anyway (and
+    # site-packages put first would shadow the standard library).
     here = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    if here not in _site_folders():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     return env
+
+
+def _site_folders() -> set[str]:
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return {str(Path(folder).resolve()) for folder in folders}
 
 
 class _Worker:
