@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 from vault_adapter import IndexEntry, NoteIndex, parse_note
 from vault_adapter.note import Note, content_hash
 
@@ -168,3 +171,71 @@ def test_under_lists_a_folder_and_not_its_namesakes() -> None:
     assert index.under("Inbox/") == ["Inbox/a.md", "Inbox/sub/b.md"]
     assert index.under("") == ["Inbox/a.md", "Inbox/sub/b.md", "Inboxes/c.md", "top.md"]
     assert sorted(index.paths()) == index.under("")
+
+
+def test_tags_differing_only_in_case_are_one_tag() -> None:
+    index = NoteIndex()
+    index.put(note("a.md", "tags: [Done, done, DONE]\n"))
+    assert index.by_tag("done") == ["a.md"]
+    index.put(note("a.md", "tags: [done]\n"))
+    assert index.by_tag("Done") == ["a.md"]
+    index.remove("a.md")
+    assert index.by_tag("done") == []
+
+
+def test_a_value_held_by_many_notes_then_by_few_again() -> None:
+    index = NoteIndex(["status"])
+    paths = [f"n{i:02d}.md" for i in range(40)]
+    for path in paths:
+        index.put(note(path, "status: busy\n"))
+    for k in range(39, -1, -1):
+        index.remove(paths[k])
+        assert index.by_field("status", "busy") == paths[:k]
+    for path in reversed(paths):
+        index.put(note(path, "status: busy\n"))
+    assert index.by_field("status", "busy") == paths
+
+
+def test_a_tuple_holding_a_list_is_kept_and_found() -> None:
+    index = NoteIndex(["who"])
+    index.put(
+        Note(
+            path="a.md", frontmatter={"who": ([1],)}, body="", tags=(), mtime=0.0, content_hash="h"
+        )
+    )
+    assert index.by_field("who", ([1],)) == ["a.md"]
+    index.remove("a.md")
+    assert index.by_field("who", ([1],)) == []
+
+
+def test_a_turns_notes_cost_the_index_a_few_hundred_bytes_each() -> None:
+    """A gateway turn leaves an inbound note, its reply and a thread note in the index for
+    good, so the index's size per note is how memory grows with the gateway's history
+    (issue 8). A hex-string hash, a (key, value) tuple per field, a set per ``id`` and
+    every note's own copy of "done" came to about 1,150 bytes a note here; now about 500."""
+    turns = 1000
+    tracing = tracemalloc.is_tracing()
+    tracemalloc.start()
+    try:
+        gc.collect()
+        before = tracemalloc.get_traced_memory()[0]
+        index = NoteIndex(FIELDS)
+        for i in range(turns):
+            turn, thread = f"20260101-{i:06d}-abcdef", f"Threads/bench/bench--s{i}.md"
+            for status in ("queued", "running", "done"):
+                index.put(message(f"Inbox/m{i:05d}.md", turn, status))
+            index.put(message(f"Messages/bench/{turn}.md", turn, "done", "outbound"))
+            for status in ("running", "idle"):
+                index.put(
+                    note(
+                        thread,
+                        f"tags: [agent/thread]\nagent: bench\nchannel: c\nstatus: {status}\n",
+                    )
+                )
+        gc.collect()
+        per_note = (tracemalloc.get_traced_memory()[0] - before) / len(index)
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert len(index) == 3 * turns
+    assert per_note < 800, f"{per_note:.0f} bytes a note"
