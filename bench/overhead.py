@@ -5,7 +5,8 @@
 Both sides use the real claude CLI and the fake Anthropic API on 127.0.0.1.
 Through the gateway: ``POST /api/messages`` with ``wait`` (note written,
 routed, sandboxed in bwrap, reply and thread notes written). Bare: the same
-``claude -p`` argv run directly. The figure is the ratio of the medians.
+``claude -p`` argv run directly. The two alternate, turn by turn. The figure
+is the ratio of the medians.
 """
 
 from __future__ import annotations
@@ -53,34 +54,12 @@ async def overhead(turns: int) -> Result:
                 extra_backends={"claude": ClaudeBackend(settings, env=env)},
             )
             runner, url = await _serve(gateway)
-            through: list[float] = []
-            try:
-                async with aiohttp.ClientSession() as session:
-                    for i in range(turns):
-                        t0 = time.perf_counter()
-                        async with session.post(
-                            f"{url}/api/messages",
-                            headers={"Authorization": f"Bearer {TOKEN}"},
-                            json={
-                                "agent": "claude",
-                                "text": f"ping {i}",
-                                "subject": "o",
-                                "wait": True,
-                                "timeout_s": 120,
-                            },
-                        ) as r:
-                            body = await r.json()
-                            assert r.status == 200 and body["status"] == "done", body
-                        through.append(time.perf_counter() - t0)
-            finally:
-                await runner.cleanup()
-                await gateway.stop()
-            bare: list[float] = []
             home = Path(tmp) / "bare"
             (home / "work").mkdir(parents=True)
             (home / "system-prompt.txt").write_text("You are the benchmark agent.\n")
-            session = str(uuid.uuid4())
-            for i in range(turns):
+            session_id = str(uuid.uuid4())
+
+            async def bare_turn(i: int) -> float:
                 argv = [
                     str(binary),
                     "-p",
@@ -99,7 +78,7 @@ async def overhead(turns: int) -> Result:
                     "--max-budget-usd",
                     "1",
                     "--resume" if i else "--session-id",
-                    session,
+                    session_id,
                 ]
                 t0 = time.perf_counter()
                 proc = await asyncio.create_subprocess_exec(
@@ -116,7 +95,33 @@ async def overhead(turns: int) -> Result:
                     },
                 )
                 await proc.communicate(f"ping {i}".encode())
-                bare.append(time.perf_counter() - t0)
+                return time.perf_counter() - t0
+
+            through: list[float] = []
+            bare: list[float] = []
+            try:
+                async with aiohttp.ClientSession() as session:
+                    # Interleaved, so drift on the machine weighs on both sides alike.
+                    for i in range(turns):
+                        t0 = time.perf_counter()
+                        async with session.post(
+                            f"{url}/api/messages",
+                            headers={"Authorization": f"Bearer {TOKEN}"},
+                            json={
+                                "agent": "claude",
+                                "text": f"ping {i}",
+                                "subject": "o",
+                                "wait": True,
+                                "timeout_s": 120,
+                            },
+                        ) as r:
+                            body = await r.json()
+                            assert r.status == 200 and body["status"] == "done", body
+                        through.append(time.perf_counter() - t0)
+                        bare.append(await bare_turn(i))
+            finally:
+                await runner.cleanup()
+                await gateway.stop()
     ratio = statistics.median(through) / statistics.median(bare)
     return Result(
         "overhead vs bare CLI (median ratio)",
