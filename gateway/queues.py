@@ -74,40 +74,15 @@ class DrainQueues:
             while queue and not self._stopping:
                 turn_id = queue[0]
                 await self._ready(turn_id)
-                failed = False
                 async with self._slots:
                     if self._stopping:
                         break
-                    self.running.add(turn_id)
-                    self.peak = max(self.peak, len(self.running))
-                    try:
-                        await self._run(turn_id)
-                    except asyncio.CancelledError:
-                        self.interrupted.append(turn_id)
-                        raise
-                    except Exception:
-                        failed = True
-                        log.exception(
-                            "turn %s failed; it keeps its place and is retried in %.1f s",
-                            turn_id,
-                            delay,
-                        )
-                    finally:
-                        self.running.discard(turn_id)
+                    self.peak = max(self.peak, len(self.running) + 1)
+                    failed = not await self._step(self._run, turn_id, self.running, "failed")
                 if not failed and self._finish is not None:
-                    self.finishing.add(turn_id)
-                    try:
-                        await self._finish(turn_id)
-                    except asyncio.CancelledError:
-                        self.interrupted.append(turn_id)
-                        raise
-                    except Exception:
-                        failed = True
-                        log.exception(
-                            "turn %s could not be finished; retried in %.1f s", turn_id, delay
-                        )
-                    finally:
-                        self.finishing.discard(turn_id)
+                    failed = not await self._step(
+                        self._finish, turn_id, self.finishing, "could not be finished"
+                    )
                 if failed:
                     # A full disk, a registry that cannot write: nothing is dropped.
                     # The turn stays at the head of its queue (order is kept) and is
@@ -122,6 +97,21 @@ class DrainQueues:
             if not queue:
                 self._queues.pop(key, None)
             self._workers.pop(key, None)
+
+    async def _step(self, step: Runner, turn_id: str, marks: set[str], failure: str) -> bool:
+        """Run one half of a turn; False when it failed (it is retried, never dropped)."""
+        marks.add(turn_id)
+        try:
+            await step(turn_id)
+        except asyncio.CancelledError:
+            self.interrupted.append(turn_id)
+            raise
+        except Exception:
+            log.exception("turn %s %s; it keeps its place and is retried", turn_id, failure)
+            return False
+        finally:
+            marks.discard(turn_id)
+        return True
 
     async def stop(self, grace_s: float) -> list[str]:
         """Start nothing new; let running turns finish for ``grace_s``, then cancel.
