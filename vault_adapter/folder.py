@@ -19,7 +19,6 @@ import tempfile
 import threading
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -38,7 +37,6 @@ from vault_adapter.note import (
     split_frontmatter,
 )
 from vault_adapter.paths import normalize, resolve_in
-from vault_adapter.priority import is_waited_on
 from vault_adapter.scan import (
     PARALLEL_FROM,
     NoteSummary,
@@ -136,7 +134,6 @@ class FolderVault:
             spares = scratch if isinstance(scratch, Scratch) else Scratch(Path(scratch))
             if spares.device == self.root.stat().st_dev:
                 self.scratch = spares
-        self._front: ThreadPoolExecutor | None = None
         self._scratch_ok: dict[str, bool] = {}
         """Folder -> whether its notes can be written through the scratch folder."""
 
@@ -184,7 +181,7 @@ class FolderVault:
 
     async def write(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
         """Create or replace a whole note, atomically."""
-        return await self._run_write(self._write_whole, path, frontmatter, body, False)
+        return await asyncio.to_thread(self._write_whole, path, frontmatter, body, False)
 
     async def create(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
         """Create a note that must not exist yet; :class:`NoteExists` if it does.
@@ -192,16 +189,7 @@ class FolderVault:
         The check and the creation are one atomic step (a hard link of the
         finished temp file), so two writers can never both create it.
         """
-        return await self._run_write(self._write_whole, path, frontmatter, body, True)
-
-    async def _run_write(self, fn: Callable[..., Note], *args: Any) -> Note:
-        """Run a write in a worker thread; one a client waits on (see
-        :mod:`vault_adapter.priority`) on the adapter's own small pool."""
-        if not is_waited_on():
-            return await asyncio.to_thread(fn, *args)
-        if self._front is None:
-            self._front = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vault-front")
-        return await asyncio.get_running_loop().run_in_executor(self._front, fn, *args)
+        return await asyncio.to_thread(self._write_whole, path, frontmatter, body, True)
 
     async def update_fields(
         self,
@@ -364,7 +352,7 @@ class FolderVault:
         try:
             scratch = self._scratch_for(target.parent)
             if scratch is not None:
-                fd, tmp, _ = scratch.open_temp()
+                fd, tmp = scratch.open_temp()
             else:
                 fd, tmp = tempfile.mkstemp(
                     prefix=f".{target.name}.", suffix=".tmp", dir=target.parent

@@ -58,8 +58,8 @@ class Scratch:
     def __len__(self) -> int:
         return len(self._spares)
 
-    def open_temp(self) -> tuple[int, str, bool]:
-        """``(fd, path, reused)``: a rested spare opened for writing, or a new empty file.
+    def open_temp(self) -> tuple[int, str]:
+        """``(fd, path)``: a rested spare opened for writing, or a new empty file.
 
         Write from offset 0 and truncate to the new length (see :func:`write_over`)."""
         while True:
@@ -73,7 +73,7 @@ class Scratch:
                 continue
             info = os.fstat(fd)
             if info.st_nlink == 1 and stat.S_ISREG(info.st_mode):
-                return fd, path, True
+                return fd, path
             # Another name points at this inode (a person's hard link): not ours to write.
             os.close(fd)
             _unlink(path)
@@ -86,7 +86,7 @@ class Scratch:
             except FileNotFoundError:
                 self.folder.mkdir(parents=True, exist_ok=True)  # someone removed it
                 continue
-            return fd, path, False
+            return fd, path
 
     def hold(self, target: Path) -> str | None:
         """Give the current version of ``target`` a second name here; None if there is none.

@@ -27,7 +27,6 @@ from gateway.jobs import Job
 from gateway.registry import Registry, ThreadRecord
 from gateway.send import write_inbound
 from vault_adapter import VaultError, parse_webhook
-from vault_adapter.priority import waited_on
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 PREFLIGHT: web.AppKey[dict[str, Any]] = web.AppKey("preflight", dict)
@@ -142,19 +141,18 @@ async def post_message(request: web.Request) -> web.Response:
         )
     message_id = new_message_id()
     where = gateway.address_for(spec, body.channel, body.subject, message_id)
-    with waited_on():  # the client holds its request open until the note is stored
-        note = await write_inbound(
-            gateway.vault,
-            gateway.settings,
-            text=body.text,
-            agent=spec.name,
-            channel=body.channel,
-            subject=body.subject,
-            sender=body.sender,
-            source="http",
-            message_id=message_id,
-            thread_link=where.link,
-        )
+    note = await write_inbound(
+        gateway.vault,
+        gateway.settings,
+        text=body.text,
+        agent=spec.name,
+        channel=body.channel,
+        subject=body.subject,
+        sender=body.sender,
+        source="http",
+        message_id=message_id,
+        thread_link=where.link,
+    )
     # Registered before the gateway sees the note, so the end cannot be missed.
     done = gateway.waiter(message_id) if body.wait else None
     gateway.submit(note)

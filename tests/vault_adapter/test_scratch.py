@@ -154,16 +154,3 @@ async def test_a_removed_scratch_folder_is_made_again(vault: FolderVault) -> Non
     await vault.create("b.md", {"n": 2}, "y\n")
     assert (await vault.read("a.md")).get("n") == 1
     assert (await vault.read("b.md")).get("n") == 2
-
-
-async def test_a_write_someone_waits_on_runs_on_the_adapters_own_threads(
-    vault: FolderVault,
-) -> None:
-    from vault_adapter.priority import waited_on
-
-    await vault.create("a.md", {"n": 0}, "x\n")
-    assert vault._front is None  # background work: the shared pool
-    with waited_on():
-        await vault.create("b.md", {"n": 1}, "y\n")
-    assert vault._front is not None
-    assert (await vault.read("b.md")).get("n") == 1
