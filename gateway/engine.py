@@ -87,9 +87,7 @@ class Gateway:
         self.control: ThreadControl | None = None
         self.jobs: JobRunner | None = None
         self._clock = clock
-        self.queues = DrainQueues(
-            settings.max_concurrent_turns, self._run_turn, self._ready, self._finish_turn
-        )
+        self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._finish_turn)
         self.started_at = time.time()
         self._watcher: NoteWatcher | None = None
         self.intake: Intake | None = None
@@ -114,6 +112,8 @@ class Gateway:
             self.backends,
             self.bus,
             self.state_dir,
+            slot=self.queues.slot,
+            resumed=self._resumed,
         )
         self.control = ThreadControl(
             self.registry, self.vault, self.bus, self.runner, self._resumed
@@ -172,8 +172,7 @@ class Gateway:
         interrupted = await self.queues.stop(self.settings.shutdown_grace_s)
         if self.registry is not None:
             for turn_id in interrupted:
-                await self.registry.set_turn_status(turn_id, "queued")
-                await self.registry.add_event("interrupted", turn_id=turn_id)
+                await self.registry.interrupt_turn(turn_id)
             if self.runner is not None:
                 await self.runner.drain_event_writes()
             await self.registry.close()
@@ -377,19 +376,6 @@ class Gateway:
     async def _finish_turn(self, turn_id: str) -> None:
         assert self.runner is not None
         await self.runner.finish(turn_id)
-
-    async def _ready(self, turn_id: str) -> None:
-        """Wait while the turn's thread is paused."""
-        turn, thread = await self._registry().turn_with_thread(turn_id)
-        if turn is None or turn.thread_id is None or turn.has_result:
-            return
-        while True:
-            if thread is None or thread.status not in ("paused", "terminated"):
-                return
-            event = self._resumed.setdefault(thread.id, asyncio.Event())
-            event.clear()
-            await event.wait()
-            thread = await self._registry().get_thread(turn.thread_id)
 
     def _registry(self) -> Registry:
         assert self.registry is not None, "gateway not started"

@@ -1,23 +1,25 @@
 """Drain queues: turns with the same key one at a time, in arrival order.
 
 Each drain key has a FIFO and at most one worker task. Workers of different
-keys run concurrently, but every turn's run (the backend: a claude process)
-first takes one of ``max_concurrent_turns`` slots. Writing what the turn
-produced (``finish``: reply, thread note, stamps) happens after the slot is
-given back, still before the key's next turn starts: the slots bound the
-processes, not the bookkeeping. Before taking a slot a worker waits on the
-``ready`` hook, so a paused thread holds its own queue without holding a slot
-that another thread could use. A turn that fails (a full disk, a registry
-that cannot write) is never dropped: it keeps the head of its queue and is
-retried with a growing delay until it goes through or the gateway stops.
+keys run concurrently. A turn's ``run`` takes one of ``max_concurrent_turns``
+slots (:meth:`DrainQueues.slot`) only around its backend (a claude process):
+what comes before (waiting out a pause, reading the note, composing the
+prompt) and after (recording the outcome; ``finish``: reply, thread note,
+stamps) happens outside it, still before the key's next turn starts. The
+slots bound the processes, not the bookkeeping, and a paused thread holds its
+own queue without holding a slot another thread could use. A turn that fails
+(a full disk, a registry that cannot write) is never dropped: it keeps the
+head of its queue and is retried with a growing delay until it goes through
+or the gateway stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,13 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 
 
+class Stopping(Exception):
+    """Raised by :meth:`DrainQueues.slot` once the queues stop: the turn does not start."""
+
+
 class DrainQueues:
-    def __init__(
-        self, limit: int, run: Runner, ready: Runner, finish: Runner | None = None
-    ) -> None:
+    def __init__(self, limit: int, run: Runner, finish: Runner | None = None) -> None:
         self._run = run
-        self._ready = ready
         self._finish = finish
         self._slots = asyncio.Semaphore(limit)
         self._queues: dict[str, deque[str]] = {}
@@ -41,6 +44,7 @@ class DrainQueues:
         self.running: set[str] = set()
         """Turns holding a slot (their backend is running)."""
         self.finishing: set[str] = set()
+        """Turns whose backend has run: their outcome is being recorded and written."""
         self.limit = limit
         self.peak = 0
         self._stopping = False
@@ -73,16 +77,17 @@ class DrainQueues:
         try:
             while queue and not self._stopping:
                 turn_id = queue[0]
-                await self._ready(turn_id)
-                async with self._slots:
-                    if self._stopping:
-                        break
-                    self.peak = max(self.peak, len(self.running) + 1)
-                    failed = not await self._step(self._run, turn_id, self.running, "failed")
-                if not failed and self._finish is not None:
-                    failed = not await self._step(
-                        self._finish, turn_id, self.finishing, "could not be finished"
-                    )
+                try:
+                    failed = not await self._step(self._run, turn_id, "failed")
+                    if not failed and self._finish is not None:
+                        self.finishing.add(turn_id)
+                        failed = not await self._step(
+                            self._finish, turn_id, "could not be finished"
+                        )
+                except Stopping:
+                    break
+                finally:
+                    self.finishing.discard(turn_id)
                 if failed:
                     # A full disk, a registry that cannot write: nothing is dropped.
                     # The turn stays at the head of its queue (order is kept) and is
@@ -98,20 +103,35 @@ class DrainQueues:
                 self._queues.pop(key, None)
             self._workers.pop(key, None)
 
-    async def _step(self, step: Runner, turn_id: str, marks: set[str], failure: str) -> bool:
+    async def _step(self, step: Runner, turn_id: str, failure: str) -> bool:
         """Run one half of a turn; False when it failed (it is retried, never dropped)."""
-        marks.add(turn_id)
         try:
             await step(turn_id)
         except asyncio.CancelledError:
-            self.interrupted.append(turn_id)
+            if turn_id in self.running or turn_id in self.finishing:
+                self.interrupted.append(turn_id)  # not when it was still waiting to start
+            raise
+        except Stopping:
             raise
         except Exception:
             log.exception("turn %s %s; it keeps its place and is retried", turn_id, failure)
             return False
-        finally:
-            marks.discard(turn_id)
         return True
+
+    @contextlib.asynccontextmanager
+    async def slot(self, turn_id: str) -> AsyncIterator[None]:
+        """Hold one of the ``limit`` slots while a turn's backend runs; raises
+        :class:`Stopping` instead once the queues stop."""
+        async with self._slots:
+            if self._stopping:
+                raise Stopping
+            self.running.add(turn_id)
+            self.peak = max(self.peak, len(self.running))
+            try:
+                yield
+            finally:
+                self.running.discard(turn_id)
+                self.finishing.add(turn_id)  # until the queue has written what it produced
 
     async def stop(self, grace_s: float) -> list[str]:
         """Start nothing new; let running turns finish for ``grace_s``, then cancel.

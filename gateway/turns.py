@@ -1,13 +1,15 @@
 """Running one turn and writing what it produced.
 
-A turn has two halves. *Execute*: read the inbound note, check the thread's
-budget, compose the prompt, run the backend within the duration limit, and
-record the outcome in the registry (which rolls it into the thread in the
-same transaction). *Finish*: write the reply note, upsert the thread note,
-stamp the inbound note, mark the turn finalized. Every finishing write is
-idempotent (the reply is created only if absent; the thread's section is
-appended only if its marker is absent; stamps are plain field sets), so a
-crash anywhere is repaired by running the half that did not complete.
+A turn has two halves. *Execute*: wait while the thread is paused, read the
+inbound note, check the thread's budget, compose the prompt; then, holding
+one of the gateway's slots (:meth:`DrainQueues.slot`), mark the turn running
+and run the backend within the duration limit; then record the outcome in the
+registry (which rolls it into the thread in the same transaction). *Finish*:
+write the reply note, upsert the thread note, stamp the inbound note, mark
+the turn finalized. Every finishing write is idempotent (the reply is
+created only if absent; the thread's section is appended only if its marker
+is absent; stamps are plain field sets), so a crash anywhere is repaired by
+running the half that did not complete.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,9 @@ class TurnRunner:
         backends: Mapping[str, Backend],
         bus: EventBus,
         state_dir: Path,
+        *,
+        slot: Callable[[str], AbstractAsyncContextManager[None]],
+        resumed: dict[str, asyncio.Event],
     ) -> None:
         self.vault = vault
         self.registry = registry
@@ -79,24 +85,42 @@ class TurnRunner:
         self.stops: dict[str, asyncio.Event] = {}
         """Per thread with a turn under way: set it to terminate that turn."""
         self._event_writes: set[asyncio.Task[int]] = set()
-        self._recorded: dict[str, TurnRecord] = {}
-        """Turns just recorded by :meth:`run`, handed to :meth:`finish`."""
+        self.slot = slot
+        """Held while a backend runs: at most ``max_concurrent_turns`` at once."""
+        self.resumed = resumed
+        """Per thread: set when an operator resumes (or resets) it."""
+        self._recorded: dict[str, tuple[TurnRecord, ThreadRecord | None]] = {}
+        """Turns just recorded by :meth:`run` (with their threads), handed to :meth:`finish`."""
 
     async def run(self, turn_id: str) -> None:
         """Run the turn's backend and record its outcome (unless already recorded)."""
         turn, thread = await self.registry.turn_with_thread(turn_id)
         if turn is None or turn.finalized or turn.has_result:
             return
+        thread = await self._unpaused(turn, thread)
         outcome = await self._execute(turn, thread)
         self._recorded[turn_id] = await self._record(turn_id, outcome)
 
+    async def _unpaused(self, turn: TurnRecord, thread: ThreadRecord | None) -> ThreadRecord | None:
+        """Wait while the turn's thread is paused or terminated; the thread as it then is."""
+        while thread is not None and turn.thread_id is not None:
+            if thread.status not in ("paused", "terminated"):
+                break
+            event = self.resumed.setdefault(thread.id, asyncio.Event())
+            event.clear()
+            await event.wait()
+            thread = await self.registry.get_thread(turn.thread_id)
+        return thread
+
     async def finish(self, turn_id: str) -> None:
         """Write what a recorded turn produced: reply, thread note, stamps (idempotent)."""
-        turn = self._recorded.pop(turn_id, None) or await self.registry.get_turn(turn_id)
+        turn, thread = self._recorded.pop(turn_id, None) or (None, None)
+        if turn is None:
+            turn = await self.registry.get_turn(turn_id)
         if turn is None or turn.finalized or not turn.has_result:
             return
         try:
-            await self._finish(turn)
+            await self._finish(turn, thread)
         except (VaultError, OSError) as exc:
             # A full disk, a permission problem: the result is safe in the registry;
             # the queue keeps the turn and retries, and only the notes are written then.
@@ -104,7 +128,9 @@ class TurnRunner:
                 await self._event(turn, "warning", {"finish_failed": str(exc)})
             raise
 
-    async def _record(self, turn_id: str, outcome: TurnOutcome) -> TurnRecord:
+    async def _record(
+        self, turn_id: str, outcome: TurnOutcome
+    ) -> tuple[TurnRecord, ThreadRecord | None]:
         """Record a finished turn's outcome, retrying while the registry cannot write.
 
         The outcome exists only in memory until this succeeds; giving up would mean
@@ -172,12 +198,6 @@ class TurnRunner:
         backend: Backend,
         stop: asyncio.Event,
     ) -> TurnOutcome:
-        current = await self.registry.begin_turn(turn.id, thread.id, message.text)
-        if current.status == "terminated":
-            stop.set()
-        self.bus.publish("turn.started", turn=turn.id, thread=thread.id, agent=spec.name)
-        await self._stamp(turn, {"status": "running"}, best_effort=True)
-
         dossier = await self._dossier(message.subject)
         prompt = system_prompt(spec.role, dossier)
         workspace = None
@@ -215,25 +235,27 @@ class TurnRunner:
             network=spec.sandbox.network,
             options={"script": spec.script, "egress": list(spec.sandbox.egress)},
         )
-        result = await self._run_backend(backend, request, turn, stop)
         notice = None
-        if result.session_lost:
-            # The session is gone (a wiped workspace, a CLI that forgot it): start a
-            # fresh one once, seeded with the thread's recent history, and say so.
-            history = history_block(
-                await self.registry.thread_turns(thread.id, limit=self.settings.history_turns)
-            )
-            fresh = new_session_id()
-            await self.registry.update_thread(thread.id, session_id=fresh, session_started=0)
-            notice = (
-                f"The previous session ({session_id}) was lost; this turn started a fresh "
-                f"session seeded with the last {self.settings.history_turns} turns."
-            )
-            await self._event(turn, "session_restarted", {"old": session_id, "new": fresh})
-            request = replace(
-                request, session_id=fresh, resume=False, message=compose(False, history)
-            )
+        async with self.slot(turn.id):
+            await self._begin(turn, thread, spec, message, stop)
             result = await self._run_backend(backend, request, turn, stop)
+            if result.session_lost:
+                # The session is gone (a wiped workspace, a CLI that forgot it): start a
+                # fresh one once, seeded with the thread's recent history, and say so.
+                history = history_block(
+                    await self.registry.thread_turns(thread.id, limit=self.settings.history_turns)
+                )
+                fresh = new_session_id()
+                await self.registry.update_thread(thread.id, session_id=fresh, session_started=0)
+                notice = (
+                    f"The previous session ({session_id}) was lost; this turn started a fresh "
+                    f"session seeded with the last {self.settings.history_turns} turns."
+                )
+                await self._event(turn, "session_restarted", {"old": session_id, "new": fresh})
+                request = replace(
+                    request, session_id=fresh, resume=False, message=compose(False, history)
+                )
+                result = await self._run_backend(backend, request, turn, stop)
         outcome = TurnOutcome(
             "done",
             result.text,
@@ -249,6 +271,24 @@ class TurnRunner:
             error = result.error or "the backend reported an error"
             return replace(outcome, status="error", error=error, model=result.model)
         return outcome
+
+    async def _begin(
+        self,
+        turn: TurnRecord,
+        thread: ThreadRecord,
+        spec: AgentSpec,
+        message: InboundMessage,
+        stop: asyncio.Event,
+    ) -> None:
+        """Mark the turn running, in the registry and (at the same time) on its note."""
+        stamping = asyncio.ensure_future(self._stamp(turn, {"status": "running"}, best_effort=True))
+        try:
+            current = await self.registry.begin_turn(turn.id, thread.id, message.text)
+        finally:
+            await stamping
+        if current.status == "terminated":
+            stop.set()
+        self.bus.publish("turn.started", turn=turn.id, thread=thread.id, agent=spec.name)
 
     async def _run_backend(
         self, backend: Backend, request: TurnRequest, turn: TurnRecord, stop: asyncio.Event
@@ -309,10 +349,11 @@ class TurnRunner:
 
     # -- finish ---------------------------------------------------------------
 
-    async def _finish(self, turn: TurnRecord) -> None:
+    async def _finish(self, turn: TurnRecord, thread: ThreadRecord | None) -> None:
         assert turn.thread_id is not None
         failed = turn.status == "error"
-        thread = await self.registry.get_thread(turn.thread_id)
+        if thread is None:
+            thread = await self.registry.get_thread(turn.thread_id)
         if thread is not None and thread.status == "working":
             # Recorded by an older version, which left the status to this step.
             thread = await self.registry.swap_thread_status(

@@ -154,6 +154,13 @@ def _turn(row: sqlite3.Row) -> TurnRecord:
     return TurnRecord(**data)
 
 
+def _thread_of(db: sqlite3.Connection, turn: TurnRecord) -> ThreadRecord | None:
+    if turn.thread_id is None:
+        return None
+    row = db.execute("SELECT * FROM threads WHERE id = ?", (turn.thread_id,)).fetchone()
+    return _thread(row) if row else None
+
+
 class Registry:
     """Async access to the registry database; create with :meth:`open`."""
 
@@ -319,11 +326,7 @@ class Registry:
             if row is None:
                 return None, None
             turn = _turn(row)
-            if turn.thread_id is None:
-                return turn, None
-            found = db.execute("SELECT * FROM threads WHERE id = ?", (turn.thread_id,))
-            thread_row = found.fetchone()
-            return turn, _thread(thread_row) if thread_row else None
+            return turn, _thread_of(db, turn)
 
         return await self._read(op)
 
@@ -360,16 +363,19 @@ class Registry:
             )
         )
 
-    async def record_outcome(self, turn_id: str, outcome: TurnOutcome) -> TurnRecord:
-        """Store a turn's result and roll it into its thread, exactly once."""
+    async def record_outcome(
+        self, turn_id: str, outcome: TurnOutcome
+    ) -> tuple[TurnRecord, ThreadRecord | None]:
+        """Store a turn's result and roll it into its thread, exactly once; the turn
+        and its thread as they now stand."""
 
-        def op(db: sqlite3.Connection) -> TurnRecord:
+        def op(db: sqlite3.Connection) -> tuple[TurnRecord, ThreadRecord | None]:
             row = db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone()
             if row is None:
                 raise RegistryError(f"no turn {turn_id}")
             turn = _turn(row)
             if turn.has_result:
-                return turn
+                return turn, _thread_of(db, turn)
             finished = now_iso()
             db.execute(
                 "UPDATE turns SET status=?, finished_at=?, input_tokens=?, output_tokens=?,"
@@ -412,9 +418,26 @@ class Registry:
                         turn.thread_id,
                     ),
                 )
-            return _turn(db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone())
+            turn = _turn(db.execute("SELECT * FROM turns WHERE id = ?", (turn_id,)).fetchone())
+            return turn, _thread_of(db, turn)
 
         return await self._write(op)
+
+    async def interrupt_turn(self, turn_id: str) -> None:
+        """A turn stopped while its backend ran (a shutdown): queued again, with an event.
+        A turn whose outcome was recorded keeps it (its notes are written at the next start)."""
+
+        def op(db: sqlite3.Connection) -> None:
+            cur = db.execute(
+                "UPDATE turns SET status='queued' WHERE id=? AND status='running'", (turn_id,)
+            )
+            db.execute(
+                "INSERT INTO events (ts, thread_id, turn_id, kind, data)"
+                " SELECT ?, thread_id, id, 'interrupted', ? FROM turns WHERE id = ?",
+                (now_iso(), json.dumps({"requeued": cur.rowcount == 1}), turn_id),
+            )
+
+        await self._write(op)
 
     async def finalize_turn(self, turn_id: str, reply_note: str | None) -> None:
         await self._write(

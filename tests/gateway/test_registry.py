@@ -54,6 +54,34 @@ async def test_an_outcome_rolls_into_its_thread_exactly_once(tmp_path: Path) -> 
         await registry.close()
 
 
+async def test_a_shutdown_requeues_a_running_turn_but_keeps_a_recorded_outcome(
+    tmp_path: Path,
+) -> None:
+    registry = await Registry.open(tmp_path / "r.db")
+    try:
+        for turn in ("running", "recorded"):
+            await registry.admit_turn(
+                turn, f"Inbox/{turn}.md", "2026-01-01T00:00:00Z", thread_id="c:t", agent="a",
+                channel="c", subject=None, mode="multi-threaded", thread_note="Threads/c/t.md",
+                session_id="s", sender=None, drain_key="c:t",
+            )  # fmt: skip
+            await registry.begin_turn(turn, "c:t", "hello")
+        turn, thread = await registry.record_outcome("recorded", TurnOutcome("done", "hi"))
+        assert turn.status == "done" and thread is not None and thread.turn_count == 1
+        for turn_id in ("running", "recorded"):
+            await registry.interrupt_turn(turn_id)
+        running, recorded = [await registry.get_turn(t) for t in ("running", "recorded")]
+        assert running is not None and running.status == "queued"
+        assert recorded is not None and recorded.status == "done" and recorded.has_result
+        events = await registry.events()
+        assert [(e.kind, e.turn_id, e.data) for e in events] == [
+            ("interrupted", "running", {"requeued": True}),
+            ("interrupted", "recorded", {"requeued": False}),
+        ]
+    finally:
+        await registry.close()
+
+
 async def test_adding_a_known_turn_returns_the_existing_row(tmp_path: Path) -> None:
     registry = await Registry.open(tmp_path / "r.db")
     try:
