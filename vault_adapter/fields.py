@@ -13,11 +13,18 @@ order but not comments. The body is never touched.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
-from vault_adapter.note import dump_yaml, load_yaml, split_frontmatter
+from vault_adapter.note import (
+    dump_yaml,
+    load_yaml,
+    remember_yaml,
+    render_scalar,
+    split_frontmatter,
+)
 
 _KEY_LINE = re.compile(
     r"""^(?:"(?P<dq>(?:[^"\\]|\\.)*)"    # "double quoted key"
@@ -74,9 +81,10 @@ def _plain_word(value: str) -> bool:
 
 
 def _render_simple(key: str, value: Any) -> str | None:
-    """``key: value`` for the values the gateway stamps most (short words, whole
-    numbers, flat lists of words) exactly as the YAML dumper writes them, without
-    running it; None for anything else. (Checked against the dumper in the tests.)"""
+    """``key: value`` for the values the gateway stamps most (one-line strings, links,
+    times, numbers, flat lists of words) exactly as the YAML dumper writes them,
+    without running it; None for anything else. (Checked against the dumper in the
+    tests.)"""
     if not _PLAIN_KEY.match(key) or key.casefold() in _RESERVED:
         return None
     if value is None:
@@ -85,8 +93,11 @@ def _render_simple(key: str, value: Any) -> str | None:
         return f"{key}: {'true' if value else 'false'}"
     if isinstance(value, int):
         return f"{key}: {value}"
-    if isinstance(value, str) and _plain_word(value):
-        return f"{key}: {value}"
+    if isinstance(value, float):
+        return f"{key}: {_float(value)}" if math.isfinite(value) else None
+    if isinstance(value, str):
+        scalar = render_scalar(value)
+        return None if scalar is None else f"{key}: {scalar}"
     if (
         isinstance(value, list)
         and value
@@ -96,12 +107,57 @@ def _render_simple(key: str, value: Any) -> str | None:
     return None
 
 
+def _float(value: float) -> str:
+    """A finite float as the YAML dumper writes it (``repr``, with ``.0`` before an
+    exponent that has no point, so it reads back as a float)."""
+    text = repr(value).lower()
+    if "." not in text and "e" in text:
+        text = text.replace("e", ".0e", 1)
+    return text
+
+
 def _rendered(key: str, value: Any, newline: str) -> list[str]:
     simple = _render_simple(key, value)
     if simple is not None:
         return [simple + newline]
     text = dump_yaml({key: value})
     return [line + newline for line in text.splitlines()]
+
+
+def render_frontmatter(fields: Mapping[str, Any]) -> str | None:
+    """The YAML :func:`dump_yaml` writes for ``fields``, when every field has a quick
+    rendering (which reads back exactly as the value); None otherwise."""
+    lines = []
+    for key, value in fields.items():
+        line = _render_simple(key, value)
+        if line is None:
+            return None
+        lines.append(line + "\n")
+    return "".join(lines)
+
+
+def _plain_layout(
+    lines: list[str], spans: list[tuple[str | None, int, int]], before: Mapping[str, Any]
+) -> bool:
+    """Whether replacing, cutting and appending whole top-level blocks of this YAML
+    is sure to change exactly those keys, so the result need not be parsed to check.
+
+    True for a block mapping whose every key is written plainly, once, and reads
+    back as that key (no ``yes:`` or ``1:``), with only comments and blank lines
+    between blocks, and no anchors or aliases (which could tie one block to
+    another). Anything else (flow style, odd keys) is checked by parsing."""
+    keys: list[str] = []
+    for key, start, end in spans:
+        if key is None:
+            if any(line.strip() and not line.startswith("#") for line in lines[start:end]):
+                return False
+        elif not _PLAIN_KEY.match(key):
+            return False
+        else:
+            keys.append(key)
+    if len(keys) != len(before) or set(keys) != set(before):
+        return False
+    return not any("&" in line or "*" in line for line in lines)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -173,7 +229,8 @@ def edit_fields(
         lines[-1] += newline
     out: list[str] = []
     placed: set[str] = set()
-    for block_key, start, end in _blocks(lines):
+    spans = _blocks(lines)
+    for block_key, start, end in spans:
         if block_key is not None and block_key in changing:
             if block_key not in placed:
                 out.extend(_rendered(block_key, changing[block_key], newline))
@@ -187,12 +244,15 @@ def edit_fields(
             out.extend(_rendered(key, value, newline))
     new_yaml = "".join(out)
 
-    try:
-        ok = load_yaml(new_yaml, path) == expected
-    except Exception:
-        ok = False
-    if not ok:
-        new_yaml = dump_yaml(expected).replace("\n", newline)
+    if all(_PLAIN_KEY.match(k) for k in changing) and _plain_layout(lines, spans, before):
+        remember_yaml(new_yaml, expected)  # reads back as expected: no need to parse it
+    else:
+        try:
+            ok = load_yaml(new_yaml, path) == expected
+        except Exception:
+            ok = False
+        if not ok:
+            new_yaml = dump_yaml(expected).replace("\n", newline)
 
     head_end = text.index("\n") + 1
     close = text[len(text) - len(body) - _closing_len(text, body) : len(text) - len(body)]

@@ -24,15 +24,17 @@ from pathlib import Path
 from typing import Any, overload
 
 from vault_adapter.errors import NoteNotFound, NoteParseError, VaultError, WriteConflict
-from vault_adapter.fields import edit_fields
+from vault_adapter.fields import edit_fields, render_frontmatter
 from vault_adapter.index import NoteIndex
 from vault_adapter.note import (
     DEFAULT_MAX_NOTE_BYTES,
     Note,
     content_hash,
+    load_yaml,
     normalize_tags,
     parse_note,
     parse_parts,
+    remember_yaml,
     render_note,
     split_frontmatter,
 )
@@ -246,9 +248,26 @@ class FolderVault:
     ) -> Note:
         rel = normalize(path)
         target = self.path_of(rel)
-        data = render_note(frontmatter, body).encode("utf-8")
+        yaml_text = render_frontmatter(frontmatter) if frontmatter else None
+        parsed: Note | None = None
+        if yaml_text is None or "\x00" in body:
+            data = render_note(frontmatter, body).encode("utf-8")
+        else:
+            # Every field had a rendering known to read back as its value: the note
+            # reads as these fields and this body without parsing it again.
+            data = f"---\n{yaml_text}---\n{body}".encode()
+            remember_yaml(yaml_text, dict(frontmatter))
+            fields = load_yaml(yaml_text, rel)  # a copy of what was just remembered
+            parsed = Note.model_construct(
+                path=rel,
+                frontmatter=fields,
+                body=body,
+                tags=normalize_tags(fields.get("tags")),
+                mtime=0.0,
+                content_hash="",
+            )
         with self._stripe(rel):
-            return self._commit(rel, target, data, exclusive=exclusive)
+            return self._commit(rel, target, data, exclusive=exclusive, parsed=parsed)
 
     def _update_fields(
         self,

@@ -14,7 +14,7 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -218,6 +218,12 @@ def load_yaml(yaml_text: str, path: str) -> dict[str, Any]:
     return data
 
 
+def remember_yaml(yaml_text: str, data: dict[str, Any]) -> None:
+    """Record what ``yaml_text`` reads as, known without parsing it (text we rendered
+    from ``data`` in a way that reads back exactly), so the next read need not parse."""
+    _RECENT.put(yaml_text, data)
+
+
 def _load_yaml(yaml_text: str, path: str) -> dict[str, Any]:
     try:
         if _could_nest_deeper(yaml_text, MAX_NESTING) and _too_deep(yaml_text):
@@ -276,6 +282,31 @@ def parse_parts(
     yaml_text, body = split_frontmatter(text, path)
     meta = load_yaml(yaml_text, path) if yaml_text is not None else {}
     return meta, body
+
+
+_RESOLVE: Callable[[type[yaml.Node], str, tuple[bool, bool]], str] = (
+    yaml.resolver.Resolver().resolve
+)
+_STR_TAG = "tag:yaml.org,2002:str"
+# Strings the dumper writes plain in a block mapping (if YAML reads them back as
+# strings): a conservative subset, no indicator first, no ': ', no trailing ':'.
+_PLAIN_SCALAR = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./+=~()$^;,@: -]*\Z")
+
+
+def render_scalar(value: str) -> str | None:
+    """A one-line string as the dumper writes it as a mapping value (plain or
+    'single-quoted'), without running it; None for a string this does not decide
+    (the dumper does). What it returns always reads back as exactly ``value``."""
+    if not value or len(value) > 1024 or value[-1] == " " or not value.isprintable():
+        return None
+    if _PLAIN_SCALAR.match(value) and ": " not in value and value[-1] != ":":
+        if _RESOLVE(yaml.ScalarNode, value, (True, False)) == _STR_TAG:
+            return value
+    elif value[0] not in "[{":
+        return None  # plain or quoted: left to the dumper
+    # Plain would read back as something else (a date, a number, a flow list):
+    # single quotes, in which nothing but a quote needs escaping.
+    return None if "'" in value or value[0] == " " else f"'{value}'"
 
 
 def dump_yaml(data: Mapping[str, Any]) -> str:

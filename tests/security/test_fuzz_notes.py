@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 
 from tests.security.conftest import fuzz
 from vault_adapter import NoteParseError, VaultPathError, normalize, parse_note, slug
-from vault_adapter.fields import apply_fields
-from vault_adapter.note import DEFAULT_MAX_NOTE_BYTES, Note, dump_yaml, render_note
+from vault_adapter.fields import _render_simple, apply_fields
+from vault_adapter.note import DEFAULT_MAX_NOTE_BYTES, Note, dump_yaml, load_yaml, render_note
 from vault_adapter.paths import resolve_in
 
 REPO = Path(__file__).resolve().parents[2]
@@ -232,9 +232,14 @@ def human_frontmatter(draw: st.DrawFn, data: dict[str, Any]) -> str:
 @st.composite
 def notes(draw: st.DrawFn) -> bytes:
     data = draw(st.dictionaries(KEYS, VALUES, max_size=5))
-    layout = draw(st.sampled_from(["dumped", "human", "flow", "empty", "none"]))
+    layout = draw(st.sampled_from(["dumped", "human", "flow", "shared", "empty", "none"]))
     if layout == "dumped":
         head = dump_yaml(data)
+    elif layout == "shared":
+        # One list under two keys: the dumper writes an anchor and an alias, which
+        # tie the two blocks together.
+        shared = draw(st.lists(SCALARS, min_size=1, max_size=3))
+        head = yaml.safe_dump({**data, "first": shared, "again": shared}, sort_keys=False)
     elif layout == "human":
         head = human_frontmatter(draw, data)
     elif layout == "flow":
@@ -277,6 +282,17 @@ def test_apply_fields_then_parse_gives_the_old_frontmatter_updated_and_the_same_
     assert out.endswith(before.body)
     if not fields and not set(remove) & set(before.frontmatter):
         assert out == text, "nothing to change, yet the note changed"
+
+
+@fuzz(500)
+@given(key=KEYS, value=SCALARS | st.lists(SCALARS, max_size=3))
+def test_the_quick_rendering_is_the_dumpers_and_reads_back_as_the_value(
+    key: str, value: Any
+) -> None:
+    line = _render_simple(key, value)
+    if line is not None:
+        assert line + "\n" == dump_yaml({key: value})
+        assert typed(load_yaml(line + "\n", "n.md")) == typed({key: value})
 
 
 # -- (c) paths never leave the vault --------------------------------------------
