@@ -509,6 +509,7 @@ class FolderVault:
             quiet_window_s=self.quiet_window_s,
             polling=self.watch_polling,
             poll_interval_s=self.poll_interval_s,
+            known_under=self.index.under,
         )
 
     def _scan_batch(self, walker: Iterator[tuple[str, str]]) -> list[ScanItem]:

@@ -1,8 +1,10 @@
 """File-system events turned into one settled event per changed note.
 
-watchdog calls us on its own thread for every raw event (inotify, or a
-polling snapshot diff for synced and network folders). Each raw event only
-(re)arms a per-note timer on the event loop; when a note has been quiet for
+On Linux the raw events come from inotify, read on the event loop
+(:mod:`vault_adapter.inotify`); with polling (synced and network folders) or
+elsewhere, watchdog calls us on its own thread for each one (a polling
+snapshot diff, FSEvents...). Each raw event only (re)arms a per-note timer on
+the event loop; when a note has been quiet for
 ``quiet_window_s`` it is read once, in a worker thread, and compared with the
 index by content hash. Same hash: nothing changed that we have not already
 seen (our own write, a scan that read it, a ``touch``), so nothing is emitted.
@@ -18,7 +20,7 @@ import contextlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +41,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
+from vault_adapter import inotify
 from vault_adapter.errors import NoteParseError, VaultError
 from vault_adapter.note import Note
 from vault_adapter.paths import is_hidden
@@ -134,9 +137,12 @@ class Watcher:
         quiet_window_s: float = 0.5,
         polling: bool = False,
         poll_interval_s: float = 1.0,
+        known_under: Callable[[str], Iterable[str]] = lambda folder: (),
     ) -> None:
         self._root = root
         self._settle = settle
+        self._known_under = known_under
+        """The notes known under a folder (reported when the folder moves away)."""
         self._quiet = quiet_window_s
         self._polling = polling
         self._poll_interval = poll_interval_s
@@ -147,7 +153,7 @@ class Watcher:
         self._ready: deque[str] = deque()
         self._wake = asyncio.Event()
         self._queue: asyncio.Queue[VaultEvent] = asyncio.Queue()
-        self._observer: BaseObserver | None = None
+        self._observer: BaseObserver | inotify.InotifyTree | None = None
         self._reader: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self.restarts = 0
@@ -157,8 +163,14 @@ class Watcher:
         self._reader = asyncio.create_task(self._read_settled(), name="vault-watcher")
         self._supervisor = asyncio.create_task(self._supervise(), name="vault-watcher-check")
 
-    async def _start_observer(self) -> BaseObserver:
+    async def _start_observer(self) -> BaseObserver | inotify.InotifyTree:
         loop = asyncio.get_running_loop()
+        if not self._polling and inotify.available():
+            tree = inotify.InotifyTree(
+                self._root, self._touch, lambda: self._queue.put_nowait(RESCAN), self._known_under
+            )
+            tree.start()
+            return tree
         observer: BaseObserver = (
             PollingObserver(timeout=self._poll_interval) if self._polling else Observer()
         )
@@ -213,7 +225,8 @@ class Watcher:
             observer = self._observer
             self._observer = None
             observer.stop()
-            await asyncio.to_thread(observer.join, 5)
+            if isinstance(observer, BaseObserver):
+                await asyncio.to_thread(observer.join, 5)
 
     async def __aenter__(self) -> Watcher:
         await self.start()
