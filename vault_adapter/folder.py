@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import stat
 import tempfile
@@ -51,6 +52,7 @@ from vault_adapter.scan import (
 )
 from vault_adapter.scratch import Scratch, write_over
 from vault_adapter.watch import EventKind, VaultEvent, Watcher
+from vault_adapter.workers import file_workers
 
 _UPDATE_ATTEMPTS = 8
 _LOCK_STRIPES = 64
@@ -125,6 +127,7 @@ class FolderVault:
         self._before_replace = before_replace
         self.scan_processes = default_processes() if scan_processes is None else scan_processes
         self.parallel_scan_from = parallel_scan_from
+        self._io = file_workers()
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, set[str]] = {}
@@ -146,7 +149,7 @@ class FolderVault:
         return resolve_in(self.root, rel)
 
     async def read(self, path: str) -> Note:
-        return await asyncio.to_thread(self.read_sync, path)
+        return await self._io.run(functools.partial(self.read_sync, path))
 
     def read_sync(self, path: str) -> Note:
         rel = normalize(path)
@@ -183,7 +186,9 @@ class FolderVault:
 
     async def write(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
         """Create or replace a whole note, atomically."""
-        return await asyncio.to_thread(self._write_whole, path, frontmatter, body, False)
+        return await self._io.run(
+            functools.partial(self._write_whole, path, frontmatter, body, False)
+        )
 
     async def create(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
         """Create a note that must not exist yet; :class:`NoteExists` if it does.
@@ -191,7 +196,9 @@ class FolderVault:
         The check and the creation are one atomic step (a hard link of the
         finished temp file), so two writers can never both create it.
         """
-        return await asyncio.to_thread(self._write_whole, path, frontmatter, body, True)
+        return await self._io.run(
+            functools.partial(self._write_whole, path, frontmatter, body, True)
+        )
 
     async def update_fields(
         self,
@@ -206,8 +213,8 @@ class FolderVault:
         ``append_once=(marker, text)`` also appends ``text`` to the body unless
         the body already contains ``marker``, which makes appending idempotent.
         """
-        return await asyncio.to_thread(
-            self._update_fields, path, dict(fields), tuple(remove), append_once
+        return await self._io.run(
+            functools.partial(self._update_fields, path, dict(fields), tuple(remove), append_once)
         )
 
     async def rewrite(self, path: str, transform: Callable[[str], str]) -> Note | None:
@@ -280,8 +287,8 @@ class FolderVault:
         target = self.path_of(rel)
         with self._stripe(rel):
             for _ in range(_UPDATE_ATTEMPTS):
-                raw, mtime = self._read_raw(rel, target)
-                note = parse_note(rel, raw, mtime, max_bytes=self.max_note_bytes)
+                raw, info = self._read_stat(rel, target)
+                note = parse_note(rel, raw, info.st_mtime, max_bytes=self.max_note_bytes)
                 text = raw.decode("utf-8-sig")
                 edited = edit_fields(text, fields, remove, path=rel, before=note.frontmatter)
                 new_text, body = edited.text, edited.body
@@ -304,7 +311,13 @@ class FolderVault:
                     content_hash="",
                 )
                 committed = self._commit(
-                    rel, target, new, exclusive=False, unchanged=raw, parsed=expected
+                    rel,
+                    target,
+                    new,
+                    exclusive=False,
+                    unchanged=raw,
+                    parsed=expected,
+                    mode=info.st_mode & 0o7777,
                 )
                 if committed is not None:
                     return committed
@@ -321,6 +334,7 @@ class FolderVault:
         allow_unparsed: bool = False,
         unchanged: None = None,
         parsed: Note | None = None,
+        mode: int | None = None,
     ) -> Note: ...
 
     @overload
@@ -334,6 +348,7 @@ class FolderVault:
         allow_unparsed: bool = False,
         unchanged: bytes,
         parsed: Note | None = None,
+        mode: int | None = None,
     ) -> Note | None: ...
 
     def _commit(
@@ -346,11 +361,13 @@ class FolderVault:
         allow_unparsed: bool = False,
         unchanged: bytes | None = None,
         parsed: Note | None = None,
+        mode: int | None = None,
     ) -> Note | None:
         """Write ``data`` atomically. With ``unchanged``, only if the note still holds
         exactly those bytes once the new version is ready to go; None if it does not.
 
-        ``parsed`` is what ``data`` reads as, when the caller has already checked it."""
+        ``parsed`` is what ``data`` reads as, when the caller has already checked it;
+        ``mode`` the note's file mode, when the caller has just read it."""
         digest = content_hash(data)
         note: Note | None = parsed
         if note is None:
@@ -362,14 +379,14 @@ class FolderVault:
                 if not allow_unparsed:
                     raise
                 note = None
-        mode = _NEW_FILE_MODE
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except FileNotFoundError:
-            pass
+        if mode is None:
+            mode = _NEW_FILE_MODE
+            with contextlib.suppress(FileNotFoundError):
+                mode = target.stat().st_mode & 0o7777
         self._mark_inflight(rel, digest)
         try:
-            scratch = self._scratch_for(target.parent)
+            # A note that was just read has its folder: no need to look for it.
+            scratch = self._scratch_for(target.parent, exists=unchanged is not None)
             if scratch is not None:
                 fd, tmp = scratch.open_temp()
             else:
@@ -412,12 +429,12 @@ class FolderVault:
         finally:
             self._clear_inflight(rel, digest)
 
-    def _scratch_for(self, folder: Path) -> Scratch | None:
+    def _scratch_for(self, folder: Path, *, exists: bool = False) -> Scratch | None:
         """The scratch folder, if ``folder``'s notes can be renamed in from it; makes
-        ``folder`` if it is missing."""
+        ``folder`` if it is missing (unless the caller knows it ``exists``)."""
         key = str(folder)
         known = self._scratch_ok.get(key)
-        if known is None or not folder.is_dir():
+        if known is None or (not exists and not folder.is_dir()):
             folder.mkdir(parents=True, exist_ok=True)
             known = self.scratch is not None and folder.stat().st_dev == self.scratch.device
             self._scratch_ok[key] = known
@@ -641,6 +658,12 @@ class FolderVault:
     def _read_raw(
         self, rel: str, target: Path | str | None = None, *, recheck: bool = True
     ) -> tuple[bytes, float]:
+        raw, info = self._read_stat(rel, target, recheck=recheck)
+        return raw, info.st_mtime
+
+    def _read_stat(
+        self, rel: str, target: Path | str | None = None, *, recheck: bool = True
+    ) -> tuple[bytes, os.stat_result]:
         """Bytes and mtime of a note. ``target`` skips path resolution for paths
         already resolved (or found by the scanner, never through a symlink that
         leaves the vault).
@@ -670,7 +693,7 @@ class FolderVault:
                 f"note is {info.st_size} bytes, over the limit of {self.max_note_bytes} "
                 "(max_note_bytes)",
             )
-        return raw, info.st_mtime
+        return raw, info
 
     def _file_of(self, rel: str) -> str:
         """The file of a vault path the walk found (checked by the walk, not here)."""
@@ -746,7 +769,8 @@ def _read_file(rel: str, target: Path | str, limit: int) -> tuple[bytes, os.stat
         # back) 5 MB per note, which made reading a note cost more than parsing it.
         # Read on to the end in case the note grew since, never past the limit.
         raw = os.read(fd, min(info.st_size + 1, limit))
-        while len(raw) < limit:
+        # As long as fstat said (one byte more was asked for): that is the end.
+        while len(raw) < limit and len(raw) != info.st_size:
             more = os.read(fd, limit - len(raw))
             if not more:
                 break

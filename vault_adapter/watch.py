@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections import deque
@@ -45,6 +46,7 @@ from vault_adapter import inotify
 from vault_adapter.errors import NoteParseError, VaultError
 from vault_adapter.note import Note
 from vault_adapter.paths import is_hidden
+from vault_adapter.workers import file_workers
 
 EventKind = Literal["created", "modified", "deleted", "moved", "rescan"]
 
@@ -142,6 +144,7 @@ class Watcher:
         self._root = root
         self._settle = settle
         self._known_under = known_under
+        self._io = file_workers()
         """The notes known under a folder (reported when the folder moves away)."""
         self._quiet = quiet_window_s
         self._polling = polling
@@ -272,7 +275,9 @@ class Watcher:
                 batch = [self._ready.popleft() for _ in range(min(_BATCH, len(self._ready)))]
                 moves = [self._moved_from.pop(rel, None) for rel in batch]
                 counts = [self._seen.pop(rel, 0) for rel in batch]
-                events = await asyncio.to_thread(self._settle_all, batch, moves, counts)
+                events = await self._io.run(
+                    functools.partial(self._settle_all, batch, moves, counts)
+                )
                 for event in events:
                     self._queue.put_nowait(event)
 

@@ -17,11 +17,9 @@ from the notes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from gateway.errors import RegistryError
 from gateway.registry.migrations import migrate
+from vault_adapter.workers import Workers
 
 T = TypeVar("T")
 
@@ -166,8 +165,8 @@ class Registry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-write")
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="registry-read")
+        self._writer = Workers(1, "registry-write")
+        self._reader = Workers(1, "registry-read")
         self._wdb: sqlite3.Connection | None = None
         self._rdb: sqlite3.Connection | None = None
 
@@ -191,17 +190,16 @@ class Registry:
         await self._run(self._reader, setup_reader)
 
     async def close(self) -> None:
-        for executor, attr in ((self._writer, "_wdb"), (self._reader, "_rdb")):
+        for workers, attr in ((self._writer, "_wdb"), (self._reader, "_rdb")):
             db = getattr(self, attr)
             if db is not None:
-                await self._run(executor, db.close)
+                await self._run(workers, db.close)
                 setattr(self, attr, None)
-            executor.shutdown(wait=True)
+            workers.close()
 
-    async def _run(self, executor: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
+    async def _run(self, workers: Workers, fn: Callable[[], T]) -> T:
         try:
-            return await loop.run_in_executor(executor, fn)
+            return await workers.run(fn)
         except sqlite3.Error as exc:
             raise RegistryError(f"{type(exc).__name__}: {exc}") from exc
 
