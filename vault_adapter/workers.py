@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import queue
 import threading
@@ -26,6 +27,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _Job = tuple[Callable[[], Any], asyncio.Future[Any]]
+
+URGENT: contextvars.ContextVar[bool] = contextvars.ContextVar("vaultgate_urgent", default=False)
+"""Set in a task whose calls should go before everything queued (someone waits on
+the answer: an HTTP request being accepted)."""
 _Done = tuple[asyncio.Future[Any], bool, Any]
 
 
@@ -37,7 +42,10 @@ class Workers:
             raise ValueError("at least one worker")
         self._count = count
         self._name = name
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        """One token per queued call (False: stop), so a worker takes urgent calls first."""
+        self._urgent: deque[_Job] = deque()
+        self._jobs: deque[_Job] = deque()
         self._threads: list[threading.Thread] = []
         self._done: deque[_Done] = deque()
         self._wake_pending = False
@@ -51,7 +59,8 @@ class Workers:
         if len(self._threads) < self._count:
             self._start_one()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((fn, future))
+        (self._urgent if URGENT.get() else self._jobs).append((fn, future))
+        self._ready.put(True)
         return await future
 
     def _start_one(self) -> None:
@@ -65,16 +74,13 @@ class Workers:
         thread.start()
 
     def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            fn, future = job
+        while self._ready.get():
+            fn, future = self._urgent.popleft() if self._urgent else self._jobs.popleft()
             try:
                 item: _Done = (future, True, fn())
             except BaseException as exc:  # handed to the awaiting task, as to_thread does
                 item = (future, False, exc)
-            del job, fn
+            del fn
             self._done.append(item)
             del item
             if not self._wake_pending:
@@ -113,7 +119,7 @@ class Workers:
         self._closed = True
         threads, self._threads = self._threads, []
         for _ in threads:
-            self._jobs.put(None)
+            self._ready.put(False)
         if wait:
             for thread in threads:
                 if thread is not threading.current_thread():

@@ -27,6 +27,7 @@ from gateway.jobs import Job
 from gateway.registry import Registry, ThreadRecord
 from gateway.send import write_inbound
 from vault_adapter import VaultError, parse_webhook
+from vault_adapter.workers import URGENT
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("gateway", Gateway)
 PREFLIGHT: web.AppKey[dict[str, Any]] = web.AppKey("preflight", dict)
@@ -141,6 +142,8 @@ async def post_message(request: web.Request) -> web.Response:
         )
     message_id = new_message_id()
     where = gateway.address_for(spec, body.channel, body.subject, message_id)
+    # Someone waits for this write: it goes before the turns' note work.
+    URGENT.set(True)
     note = await write_inbound(
         gateway.vault,
         gateway.settings,

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from vault_adapter.workers import Workers
+from vault_adapter.workers import URGENT, Workers
 
 
 async def test_results_and_exceptions_come_back_to_their_callers() -> None:
@@ -69,3 +69,26 @@ async def test_closed_workers_refuse_new_calls_after_finishing_queued_ones() -> 
     workers.close()
     with pytest.raises(RuntimeError, match="closed"):
         await workers.run(lambda: 2)
+
+
+async def test_urgent_calls_go_before_the_calls_already_waiting() -> None:
+    workers = Workers(1, "test")
+    release = threading.Event()
+    order: list[str] = []
+
+    async def urgent(name: str) -> None:
+        URGENT.set(True)  # this task's context only
+        await workers.run(lambda: order.append(name))
+
+    try:
+        busy = asyncio.create_task(workers.run(lambda: release.wait(10)))
+        queued = [asyncio.create_task(workers.run(lambda n=n: order.append(n))) for n in "ab"]
+        await asyncio.sleep(0)  # both are queued behind the busy call
+        first = asyncio.create_task(urgent("U"))
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(busy, *queued, first)
+        assert order == ["U", "a", "b"]
+        assert not URGENT.get()
+    finally:
+        workers.close()
