@@ -153,13 +153,20 @@ class TurnRunner:
         spec = self.catalogue.by_name(turn.agent)
         if spec is None or thread is None:
             return TurnOutcome("error", "", error=f"agent {turn.agent!r} is no longer defined")
-        try:
-            note = await self.vault.read(turn.note)
-        except NoteNotFound:
+        # The note and the subject's dossier are read side by side (the subject is
+        # the one the turn was routed by).
+        read, dossier = await asyncio.gather(
+            self.vault.read(turn.note), self._dossier(turn.subject), return_exceptions=True
+        )
+        if isinstance(dossier, BaseException):
+            raise dossier
+        if isinstance(read, NoteNotFound):
             return TurnOutcome("error", "", error="the inbound note was deleted before its turn")
-        except NoteParseError as exc:
-            return TurnOutcome("error", "", error=f"the inbound note became unreadable: {exc}")
-        message = read_message(note)
+        if isinstance(read, NoteParseError):
+            return TurnOutcome("error", "", error=f"the inbound note became unreadable: {read}")
+        if isinstance(read, BaseException):
+            raise read
+        message = read_message(read)
         if not message.text:
             return TurnOutcome("error", "", error="the message is empty")
         exhausted = limit_rules.budget_exhausted(self.settings, spec, thread)
@@ -184,7 +191,7 @@ class TurnRunner:
         stop = asyncio.Event()
         self.stops[thread.id] = stop
         try:
-            return await self._start_and_run(turn, thread, spec, message, backend, stop)
+            return await self._start_and_run(turn, thread, spec, message, dossier, backend, stop)
         finally:
             if self.stops.get(thread.id) is stop:
                 del self.stops[thread.id]
@@ -195,10 +202,10 @@ class TurnRunner:
         thread: ThreadRecord,
         spec: AgentSpec,
         message: InboundMessage,
+        dossier: str | None,
         backend: Backend,
         stop: asyncio.Event,
     ) -> TurnOutcome:
-        dossier = await self._dossier(message.subject)
         prompt = system_prompt(spec.role, dossier)
         workspace = None
         if backend.uses_workspace:
@@ -363,8 +370,6 @@ class TurnRunner:
             raise VaultError(f"thread {turn.thread_id} vanished from the registry")
         spec = self.catalogue.by_name(thread.agent)
         reply = reply_path(self.settings, turn)
-        await self._write_reply(turn, reply, failed, thread.note)
-        await self._upsert_thread(thread, spec, turn, failed)
         fields: dict[str, Any] = {
             "status": turn.status,
             "thread": _link(thread.note),
@@ -373,7 +378,17 @@ class TurnRunner:
         }
         if failed:
             fields["error"] = turn.error
-        await self._stamp(turn, fields)
+        # Three different notes, each write idempotent: written side by side, and the
+        # turn is finalized only once all three went through.
+        results = await asyncio.gather(
+            self._write_reply(turn, reply, failed, thread.note),
+            self._upsert_thread(thread, spec, turn, failed),
+            self._stamp(turn, fields),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         await self.registry.finalize_turn(turn.id, reply)
         self.bus.publish(
             "turn.done",
