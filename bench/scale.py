@@ -1,11 +1,11 @@
 """Cost per turn as vaults and thread counts grow; start-up time; memory over 10,000 turns.
 
-    python bench/scale.py [--messages 2000] [--rounds 3]
+    python bench/scale.py [--messages 2000] [--rounds 5]
 
 Each run dispatches messages with the instant scripted backend (as
 ``dispatch.py``) into a vault that also holds N ordinary notes, or spreads
 them over N threads. Per-turn cost is wall time per turn, each configuration's
-median over three rounds (after an unmeasured warm-up run); the figure is the
+median over five rounds (after an unmeasured warm-up run); the figure is the
 largest over the smallest. Memory is the process's resident set after 5,000
 and after 10,000 turns of the first 10,000-thread run.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import tempfile
 import time
@@ -31,11 +32,39 @@ from common import (
     write_agent,
 )
 
+_GATEWAY_PARTS = ("Agents", "Inbox", "Messages", "Threads", ".vaultgate")
 
-async def _run(notes: int, messages: int, subjects: int) -> dict[str, Any]:
+
+class Vaults:
+    """The ordinary notes of each vault size, written once and reused by every run:
+    writing and deleting 100,000 files a round would have each round's runs
+    contend with the disk still catching up (on a disk with online discard,
+    deleting is the slow part). Each run starts from the ordinary notes alone."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._made: set[int] = set()
+
+    def get(self, notes: int) -> Path:
+        root = self.base / f"vault-{notes}"
+        if notes not in self._made:
+            root.mkdir()
+            fill_vault(root, notes)
+            self._made.add(notes)
+        for part in _GATEWAY_PARTS:  # what the last run on this vault left
+            shutil.rmtree(root / part, ignore_errors=True)
+        return root
+
+
+async def _run(
+    notes: int, messages: int, subjects: int, vaults: Vaults | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
-        root = Path(tmp)
-        fill_vault(root, notes)
+        if vaults is not None:
+            root = vaults.get(notes)
+        else:
+            root = Path(tmp)
+            fill_vault(root, notes)
         write_agent(root)
         for i in range(messages):
             (root / "Inbox" / f"m{i:05d}.md").write_text(inbound(i, subjects))
@@ -73,7 +102,7 @@ async def _run(notes: int, messages: int, subjects: int) -> dict[str, Any]:
     }
 
 
-async def scale(messages: int, rounds: int = 3) -> list[Result]:
+async def scale(messages: int, rounds: int = 5) -> list[Result]:
     """Every configuration once per round, after one unmeasured warm-up run; the
     per-turn costs compared are each configuration's median over the rounds (this
     machine's speed drifts from minute to minute, and a configuration should not
@@ -83,11 +112,13 @@ async def scale(messages: int, rounds: int = 3) -> list[Result]:
     thread_counts = (10, 1_000, 10_000)
     by_vault: list[list[dict[str, Any]]] = [[] for _ in vault_sizes]
     by_threads: list[list[dict[str, Any]]] = [[] for _ in thread_counts]
-    for _ in range(rounds):
-        for runs, n in zip(by_vault, vault_sizes, strict=True):
-            runs.append(await _run(n, messages, 50))
-        for runs, t in zip(by_threads, thread_counts, strict=True):
-            runs.append(await _run(0, max(messages, t), t))
+    with tempfile.TemporaryDirectory(prefix="vg-vaults-") as base:
+        vaults = Vaults(Path(base))
+        for _ in range(rounds):
+            for runs, n in zip(by_vault, vault_sizes, strict=True):
+                runs.append(await _run(n, messages, 50, vaults))
+            for runs, t in zip(by_threads, thread_counts, strict=True):
+                runs.append(await _run(0, max(messages, t), t))
     median = statistics.median
     costs = [median(r["per_turn_ms"] for r in runs) for runs in by_vault + by_threads]
     ratio = max(costs) / min(costs)
@@ -131,7 +162,7 @@ async def scale(messages: int, rounds: int = 3) -> list[Result]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     print_table(asyncio.run(scale(args.messages, args.rounds)))
 
