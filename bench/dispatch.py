@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from common import Result, inbound, print_table, settle_disk, start_gateway, wait_turns
+from common import Result, inbound, print_table, run_dir, settle_disk, start_gateway, wait_turns
 
 from vault_adapter import FolderVault
 
@@ -29,7 +28,7 @@ async def floor(messages: int, subjects: int) -> float:
     makes (arrival, running and final stamps, the reply, the thread note), through
     the same adapter, subjects side by side and each subject's turns in order, with
     no registry, queues, routing or watcher."""
-    with tempfile.TemporaryDirectory(prefix="vg-floor-") as tmp:
+    with run_dir("floor-") as tmp:
         root = Path(tmp)
         (root / "Inbox").mkdir()
         for i in range(messages):
@@ -74,7 +73,7 @@ async def floor(messages: int, subjects: int) -> float:
 
 async def _gateway_rate(messages: int, subjects: int, fsync: bool) -> tuple[float, float]:
     """Turns/s through a freshly started gateway, and its start-up time."""
-    with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
+    with run_dir("gateway-") as tmp:
         root = Path(tmp)
         (root / "Agents").mkdir()
         (root / "Agents" / "bench.md").write_text(

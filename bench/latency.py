@@ -18,14 +18,13 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from common import Result, percentile, print_table, start_gateway, write_agent
+from common import Result, percentile, print_table, run_dir, start_gateway, write_agent
 
 from gateway.http.app import build_app
 from vault_adapter import FolderVault
@@ -65,7 +64,7 @@ async def _wait_for(started: dict[str, float], changed: asyncio.Event, turn: str
 
 async def _accept_run(requests: int, clients: int) -> tuple[list[float], float]:
     """One load on a freshly started gateway (the last load's turns are not in its way)."""
-    with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
+    with run_dir("gateway-") as tmp:
         root = Path(tmp)
         write_agent(root)
         gateway, _ = await start_gateway(root, max_concurrent_turns=8)
@@ -80,7 +79,7 @@ async def _accept_run(requests: int, clients: int) -> tuple[list[float], float]:
 
 
 async def latency(samples: int, requests: int, clients: int, rounds: int = 3) -> list[Result]:
-    with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
+    with run_dir("gateway-") as tmp:
         root = Path(tmp)
         write_agent(root)
         gateway, _ = await start_gateway(root, max_concurrent_turns=8)
@@ -174,7 +173,7 @@ async def accept_floor(requests: int, clients: int) -> tuple[list[float], float]
     """The accept figures' floor: the same clients posting to a bare aiohttp route that
     does only what makes a message durable (parse the JSON, write the note through the
     vault adapter with fsync) and answers 202; no gateway, no token, no routing."""
-    with tempfile.TemporaryDirectory(prefix="vg-floor-") as tmp:
+    with run_dir("floor-") as tmp:
         root = Path(tmp)
         vault = FolderVault(root, scratch=root / ".vaultgate" / "scratch")
         count = 0

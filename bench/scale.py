@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
+import itertools
 import statistics
 import tempfile
 import time
@@ -36,14 +36,24 @@ _GATEWAY_PARTS = ("Agents", "Inbox", "Messages", "Threads", ".vaultgate")
 
 
 class Vaults:
-    """The ordinary notes of each vault size, written once and reused by every run:
-    writing and deleting 100,000 files a round would have each round's runs
-    contend with the disk still catching up (on a disk with online discard,
-    deleting is the slow part). Each run starts from the ordinary notes alone."""
+    """Where the runs' vaults live; nothing in them is deleted until the very end.
+
+    Deleting thousands of files leaves the disk busy for seconds after (on a
+    disk with online discard, each freed block is trimmed), and the run after
+    a big deletion measured a third slower. So a run's files are kept (moved
+    aside, which frees nothing) and all go when the benchmark is over. The
+    ordinary notes of each vault size are written once and reused: each run
+    starts from them alone."""
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self._made: set[int] = set()
+        self._runs = itertools.count()
+
+    def fresh(self) -> Path:
+        root = self.base / f"run-{next(self._runs)}"
+        root.mkdir()
+        return root
 
     def get(self, notes: int) -> Path:
         root = self.base / f"vault-{notes}"
@@ -51,46 +61,41 @@ class Vaults:
             root.mkdir()
             fill_vault(root, notes)
             self._made.add(notes)
+        aside = self.fresh()
         for part in _GATEWAY_PARTS:  # what the last run on this vault left
-            shutil.rmtree(root / part, ignore_errors=True)
+            if (root / part).exists():
+                (root / part).rename(aside / part)
         return root
 
 
-async def _run(
-    notes: int, messages: int, subjects: int, vaults: Vaults | None = None
-) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="vg-bench-") as tmp:
-        if vaults is not None:
-            root = vaults.get(notes)
-        else:
-            root = Path(tmp)
-            fill_vault(root, notes)
-        write_agent(root)
-        for i in range(messages):
-            (root / "Inbox" / f"m{i:05d}.md").write_text(inbound(i, subjects))
-        settle_disk()
-        t0 = time.perf_counter()
-        done = 0
-        marks: dict[int, float] = {}
-        finished = asyncio.Event()
+async def _run(notes: int, messages: int, subjects: int, vaults: Vaults) -> dict[str, Any]:
+    root = vaults.get(notes) if notes else vaults.fresh()
+    write_agent(root)
+    for i in range(messages):
+        (root / "Inbox" / f"m{i:05d}.md").write_text(inbound(i, subjects))
+    settle_disk()
+    t0 = time.perf_counter()
+    done = 0
+    marks: dict[int, float] = {}
+    finished = asyncio.Event()
 
-        def listener(event: dict[str, Any]) -> None:
-            nonlocal done
-            if event["type"] in ("turn.done", "turn.rejected"):
-                done += 1
-                if done in (messages // 2, messages):
-                    marks[done] = rss_mb()
-                if done >= messages:
-                    finished.set()
+    def listener(event: dict[str, Any]) -> None:
+        nonlocal done
+        if event["type"] in ("turn.done", "turn.rejected"):
+            done += 1
+            if done in (messages // 2, messages):
+                marks[done] = rss_mb()
+            if done >= messages:
+                finished.set()
 
-        gateway, _ = await start_gateway(root)
-        gateway.bus.add_listener(listener)
-        ready = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        async with asyncio.timeout(1800):
-            await finished.wait()
-        elapsed = time.perf_counter() - t1
-        await gateway.stop()
+    gateway, _ = await start_gateway(root)
+    gateway.bus.add_listener(listener)
+    ready = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    async with asyncio.timeout(1800):
+        await finished.wait()
+    elapsed = time.perf_counter() - t1
+    await gateway.stop()
     return {
         "notes": notes,
         "subjects": subjects,
@@ -107,18 +112,19 @@ async def scale(messages: int, rounds: int = 5) -> list[Result]:
     per-turn costs compared are each configuration's median over the rounds (this
     machine's speed drifts from minute to minute, and a configuration should not
     look costly for running in a slow patch). Memory is from the first round."""
-    await _run(0, min(messages, 200), 50)  # warm-up: first-run costs weigh on no figure
     vault_sizes = (1_000, 10_000, 100_000)
     thread_counts = (10, 1_000, 10_000)
     by_vault: list[list[dict[str, Any]]] = [[] for _ in vault_sizes]
     by_threads: list[list[dict[str, Any]]] = [[] for _ in thread_counts]
     with tempfile.TemporaryDirectory(prefix="vg-vaults-") as base:
         vaults = Vaults(Path(base))
+        # A warm-up run first: first-run costs weigh on no figure.
+        await _run(0, min(messages, 200), 50, vaults)
         for _ in range(rounds):
             for runs, n in zip(by_vault, vault_sizes, strict=True):
                 runs.append(await _run(n, messages, 50, vaults))
             for runs, t in zip(by_threads, thread_counts, strict=True):
-                runs.append(await _run(0, max(messages, t), t))
+                runs.append(await _run(0, max(messages, t), t, vaults))
     median = statistics.median
     costs = [median(r["per_turn_ms"] for r in runs) for runs in by_vault + by_threads]
     ratio = max(costs) / min(costs)
