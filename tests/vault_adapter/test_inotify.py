@@ -50,6 +50,13 @@ def write(root: Path, rel: str, text: str = "---\ntags: [x]\n---\nbody\n") -> No
     (root / rel).write_text(text)
 
 
+async def folder_with_two_notes(vault: FolderVault, watcher: Watcher, folder: str) -> None:
+    """``folder/a.md`` and ``folder/sub/b.md``, written and seen."""
+    write(vault.root, f"{folder}/a.md")
+    write(vault.root, f"{folder}/sub/b.md")
+    await until_sentinel(watcher, vault.root)
+
+
 async def test_notes_written_at_once_into_new_nested_folders_are_all_seen(
     vault: FolderVault, watcher: Watcher
 ) -> None:
@@ -79,9 +86,7 @@ async def test_a_folder_moved_into_the_vault_brings_its_notes(
 async def test_a_folder_moved_within_the_vault_moves_its_notes(
     vault: FolderVault, watcher: Watcher
 ) -> None:
-    write(vault.root, "Old/a.md")
-    write(vault.root, "Old/sub/b.md")
-    await until_sentinel(watcher, vault.root)
+    await folder_with_two_notes(vault, watcher, "Old")
     os.rename(vault.root / "Old", vault.root / "New")
     seen = await until_sentinel(watcher, vault.root)
     assert {p: e.kind for p, e in seen.items()} == {
@@ -99,9 +104,7 @@ async def test_a_folder_moved_within_the_vault_moves_its_notes(
 async def test_a_folder_moved_out_of_the_vault_takes_its_notes_away(
     vault: FolderVault, watcher: Watcher, tmp_path: Path
 ) -> None:
-    write(vault.root, "Leaving/a.md")
-    write(vault.root, "Leaving/sub/b.md")
-    await until_sentinel(watcher, vault.root)
+    await folder_with_two_notes(vault, watcher, "Leaving")
     shutil.move(vault.root / "Leaving", tmp_path / "gone")
     seen = await until_sentinel(watcher, vault.root)
     assert {p: e.kind for p, e in seen.items()} == {
@@ -117,9 +120,7 @@ async def test_a_folder_moved_out_of_the_vault_takes_its_notes_away(
 async def test_a_deleted_folder_reports_its_notes_and_stops_being_watched(
     vault: FolderVault, watcher: Watcher
 ) -> None:
-    write(vault.root, "Temp/a.md")
-    write(vault.root, "Temp/sub/b.md")
-    await until_sentinel(watcher, vault.root)
+    await folder_with_two_notes(vault, watcher, "Temp")
     shutil.rmtree(vault.root / "Temp")
     seen = await until_sentinel(watcher, vault.root)
     assert {p: e.kind for p, e in seen.items()} == {
