@@ -532,15 +532,9 @@ class FolderVault:
     def _scan_batch(self, walker: Iterator[tuple[str, str]]) -> list[ScanItem]:
         items: list[ScanItem] = []
         for rel, target in walker:
-            try:
-                raw, mtime = self._read_raw(rel, target, recheck=False)
-            except NoteNotFound:
-                continue
-            except NoteParseError as exc:
-                self.index.put_broken(rel, "")
-                items.append(ScanItem(rel, None, exc))
-            else:
-                items.append(self._parse_into_index(rel, raw, mtime))
+            item = self._read_into_index(rel, target, recheck=False)
+            if item is not None:
+                items.append(item)
             if len(items) >= _SCAN_BATCH:
                 break
         return items
@@ -580,16 +574,23 @@ class FolderVault:
             if not wanted(summary):
                 continue
             # Read again to build it: a note saved since is indexed as it is now.
-            try:
-                raw, mtime = self._read_raw(rel, self._file_of(rel))
-            except NoteNotFound:
-                continue
-            except NoteParseError as exc:
-                self.index.put_broken(rel, "")
-                items.append(ScanItem(rel, None, exc))
-            else:
-                items.append(self._parse_into_index(rel, raw, mtime))
+            item = self._read_into_index(rel, self._file_of(rel))
+            if item is not None:
+                items.append(item)
         return items
+
+    def _read_into_index(
+        self, rel: str, target: Path | str, *, recheck: bool = True
+    ) -> ScanItem | None:
+        """Read, parse and index one note the walk found; None if it is gone."""
+        try:
+            raw, mtime = self._read_raw(rel, target, recheck=recheck)
+        except NoteNotFound:
+            return None
+        except NoteParseError as exc:
+            self.index.put_broken(rel, "")
+            return ScanItem(rel, None, exc)
+        return self._parse_into_index(rel, raw, mtime)
 
     def _parse_into_index(self, rel: str, raw: bytes, mtime: float) -> ScanItem:
         try:

@@ -30,7 +30,6 @@ from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
-    FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
     FileModifiedEvent,
@@ -61,12 +60,10 @@ _STRUCTURE: list[type[FileSystemEvent]] = [
     DirDeletedEvent,
     DirMovedEvent,
 ]
-# inotify: a file's content counts as changed when a writer closes it, one event
-# per save, rather than one per write(2) (which would also report every write
-# the registry makes to its SQLite journal, a file it never closes).
-_INOTIFY_CHANGES = [*_STRUCTURE, FileClosedEvent]
-# Polling sees changes only as a different mtime or size between two looks.
-_POLLING_CHANGES = [*_STRUCTURE, FileModifiedEvent]
+# watchdog serves polling and the systems without our inotify reader (FSEvents,
+# kqueue, Windows), none of which report a file being closed: a change in content
+# is a modification. (On Linux, vault_adapter.inotify counts a close after writing.)
+_CHANGES = [*_STRUCTURE, FileModifiedEvent]
 _BATCH = 64
 
 
@@ -183,7 +180,7 @@ class Watcher:
             recursive=True,
             # Only changes: without a filter inotify also reports every open and
             # close, so each note the gateway reads (100,000 at start) costs events.
-            event_filter=_POLLING_CHANGES if self._polling else _INOTIFY_CHANGES,
+            event_filter=_CHANGES,
         )
         try:
             await asyncio.to_thread(observer.start)

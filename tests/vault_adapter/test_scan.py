@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +70,21 @@ def setup_of(vault: FolderVault) -> ScanSetup:
     return ScanSetup(str(vault.root), vault.max_note_bytes, vault.index.fields)
 
 
+def two_workers(
+    vault: FolderVault, paths: list[str], **options: Any
+) -> AsyncIterator[list[Scanned]]:
+    """``paths`` scanned by two worker processes only (this process does not help)."""
+    return scan_chunks(
+        chunked(paths),
+        vault.summarize,
+        setup_of(vault),
+        processes=2,
+        parallel_from=1,
+        thread_helps=False,
+        **options,
+    )
+
+
 def definitions_and_inbox(note: NoteSummary) -> bool:
     return note.has_tag("#AGENT/Definition") or note.path.startswith("Inbox/")
 
@@ -127,14 +144,7 @@ async def test_workers_index_chunks_exactly_as_this_process_does(
     vault = open_vault(tmp_path, 2)
     here = vault.summarize(paths)
     caplog.set_level(logging.INFO, logger="vault_adapter.scan")
-    chunks = scan_chunks(
-        chunked(paths),
-        vault.summarize,
-        setup_of(vault),
-        processes=2,
-        parallel_from=1,
-        thread_helps=False,
-    )
+    chunks = two_workers(vault, paths)
     there: list[Scanned] = [entry async for chunk in chunks for entry in chunk]
     assert there == here
     assert len(here) == len(paths) - 1  # a note that vanished is left out
@@ -158,16 +168,7 @@ async def test_a_failing_worker_leaves_its_chunks_to_this_process(
     fill(tmp_path, ordinary=CHUNK)
     paths = sorted(NOTES) + [f"Area {i % 7}/n{i}.md" for i in range(CHUNK)]
     vault = open_vault(tmp_path, 2)
-    chunks = scan_chunks(
-        chunked(paths),
-        vault.summarize,
-        setup_of(vault),
-        processes=2,
-        parallel_from=1,
-        command=[sys.executable, "-c", script],
-        thread_helps=False,
-        answer_timeout_s=1.0,
-    )
+    chunks = two_workers(vault, paths, command=[sys.executable, "-c", script], answer_timeout_s=1.0)
     caplog.set_level(logging.INFO, logger="vault_adapter.scan")
     there = [entry async for chunk in chunks for entry in chunk]
     assert there == vault.summarize(paths)
@@ -191,14 +192,7 @@ async def test_leaving_a_scan_early_ends_its_workers(tmp_path: Path) -> None:
     fill(tmp_path, ordinary=4 * CHUNK)
     paths = [f"Area {i % 7}/n{i}.md" for i in range(4 * CHUNK)]
     vault = open_vault(tmp_path, 2)
-    scan = scan_chunks(
-        chunked(paths),
-        vault.summarize,
-        setup_of(vault),
-        processes=2,
-        parallel_from=1,
-        thread_helps=False,
-    )
+    scan = two_workers(vault, paths)
     first = await anext(scan)
     assert [entry[0] for entry in first] == paths[:CHUNK]
     assert my_workers(), "the workers were never started"
@@ -214,15 +208,7 @@ async def test_leaving_a_scan_ends_workers_still_ending(tmp_path: Path) -> None:
     slow_to_end = (
         "import time; from vault_adapter.scan import serve_worker; serve_worker(); time.sleep(60)"
     )
-    scan = scan_chunks(
-        chunked(paths),
-        vault.summarize,
-        setup_of(vault),
-        processes=2,
-        parallel_from=1,
-        command=[sys.executable, "-c", slow_to_end],
-        thread_helps=False,
-    )
+    scan = two_workers(vault, paths, command=[sys.executable, "-c", slow_to_end])
     first = await anext(scan)
     assert [entry[0] for entry in first] == paths
     assert len(my_workers()) == 2
