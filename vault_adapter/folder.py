@@ -19,11 +19,12 @@ import stat
 import tempfile
 import threading
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
 
+from vault_adapter.batches import GroupCommit
 from vault_adapter.errors import NoteNotFound, NoteParseError, VaultError, WriteConflict
 from vault_adapter.fields import edit_fields, render_frontmatter
 from vault_adapter.index import NoteIndex
@@ -50,7 +51,7 @@ from vault_adapter.scan import (
     default_processes,
     scan_chunks,
 )
-from vault_adapter.scratch import Scratch, write_over
+from vault_adapter.scratch import Scratch, fill, write_over
 from vault_adapter.watch import EventKind, VaultEvent, Watcher
 from vault_adapter.workers import file_workers
 
@@ -128,6 +129,8 @@ class FolderVault:
         self.scan_processes = default_processes() if scan_processes is None else scan_processes
         self.parallel_scan_from = parallel_scan_from
         self._io = file_workers()
+        self._creates: GroupCommit[_NewNote, Note] = GroupCommit(self._create_many, self._io)
+        """New notes that arrive together are written and synced together."""
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, set[str]] = {}
@@ -196,9 +199,7 @@ class FolderVault:
         The check and the creation are one atomic step (a hard link of the
         finished temp file), so two writers can never both create it.
         """
-        return await self._io.run(
-            functools.partial(self._write_whole, path, frontmatter, body, True)
-        )
+        return await self._creates.submit((path, frontmatter, body))
 
     async def update_fields(
         self,
@@ -253,6 +254,15 @@ class FolderVault:
     def _write_whole(
         self, path: str, frontmatter: Mapping[str, Any], body: str, exclusive: bool
     ) -> Note:
+        rel, target, data, parsed = self._rendered(path, frontmatter, body)
+        with self._stripe(rel):
+            return self._commit(rel, target, data, exclusive=exclusive, parsed=parsed)
+
+    def _rendered(
+        self, path: str, frontmatter: Mapping[str, Any], body: str
+    ) -> tuple[str, Path, bytes, Note | None]:
+        """A whole note's path, file and bytes, and what it reads as when that is known
+        without parsing it (None: ``_checked`` parses it)."""
         rel = normalize(path)
         target = self.path_of(rel)
         yaml_text = render_frontmatter(frontmatter) if frontmatter else None
@@ -273,8 +283,7 @@ class FolderVault:
                 mtime=0.0,
                 content_hash="",
             )
-        with self._stripe(rel):
-            return self._commit(rel, target, data, exclusive=exclusive, parsed=parsed)
+        return rel, target, data, parsed
 
     def _update_fields(
         self,
@@ -368,17 +377,7 @@ class FolderVault:
 
         ``parsed`` is what ``data`` reads as, when the caller has already checked it;
         ``mode`` the note's file mode, when the caller has just read it."""
-        digest = content_hash(data)
-        note: Note | None = parsed
-        if note is None:
-            # What we are about to write must read back as a note: refuse it before
-            # anything reaches the disk (a NUL in a field, say), never after.
-            try:
-                note = parse_note(rel, data, 0.0, max_bytes=len(data) + 1)
-            except NoteParseError:
-                if not allow_unparsed:
-                    raise
-                note = None
+        digest, note = self._checked(rel, data, parsed, allow_unparsed=allow_unparsed)
         if mode is None:
             mode = _NEW_FILE_MODE
             with contextlib.suppress(FileNotFoundError):
@@ -386,13 +385,7 @@ class FolderVault:
         self._mark_inflight(rel, digest)
         try:
             # A note that was just read has its folder: no need to look for it.
-            scratch = self._scratch_for(target.parent, exists=unchanged is not None)
-            if scratch is not None:
-                fd, tmp = scratch.open_temp()
-            else:
-                fd, tmp = tempfile.mkstemp(
-                    prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-                )
+            scratch, fd, tmp = self._temp_for(target, exists=unchanged is not None)
             try:
                 os.fchmod(fd, mode)
                 written = write_over(fd, data, sync=self._fsync)
@@ -419,15 +412,143 @@ class FolderVault:
             if note is None:
                 self.index.put_broken(rel, digest)
                 raise NoteParseError(rel, "the rewritten text is not a valid note")
-            note = note.model_copy(update={"mtime": written.st_mtime, "content_hash": digest})
-            self.index.put(note)
-            with contextlib.suppress(OSError):
-                self._remember_write(rel, os.stat(target))  # after the rename (ctime)
-            return note
+            return self._indexed(rel, target, note, digest, written.st_mtime)
         except OSError as exc:
-            raise VaultError(f"{rel}: cannot write note: {exc.strerror or exc}") from exc
+            raise _write_error(rel, exc) from exc
         finally:
             self._clear_inflight(rel, digest)
+
+    def _checked(
+        self, rel: str, data: bytes, parsed: Note | None, *, allow_unparsed: bool = False
+    ) -> tuple[str, Note | None]:
+        """``data``'s hash, and the note it reads as (``parsed`` when the caller knows)."""
+        digest = content_hash(data)
+        if parsed is not None:
+            return digest, parsed
+        # What we are about to write must read back as a note: refuse it before
+        # anything reaches the disk (a NUL in a field, say), never after.
+        try:
+            return digest, parse_note(rel, data, 0.0, max_bytes=len(data) + 1)
+        except NoteParseError:
+            if not allow_unparsed:
+                raise
+            return digest, None
+
+    def _temp_for(self, target: Path, *, exists: bool) -> tuple[Scratch | None, int, str]:
+        """``(scratch, fd, path)`` of a file to write ``target``'s next version in."""
+        scratch = self._scratch_for(target.parent, exists=exists)
+        if scratch is not None:
+            fd, tmp = scratch.open_temp()
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        return scratch, fd, tmp
+
+    def _indexed(
+        self, rel: str, target: Path, note: Note, digest: str, mtime: float | None = None
+    ) -> Note:
+        """Index what was just written to ``target`` and remember the write as ours."""
+        info: os.stat_result | None = None
+        with contextlib.suppress(OSError):
+            info = os.stat(target)  # after the rename or the link (its ctime)
+        if mtime is None:
+            mtime = info.st_mtime if info is not None else 0.0
+        note = note.model_copy(update={"mtime": mtime, "content_hash": digest})
+        self.index.put(note)
+        if info is not None:
+            self._remember_write(rel, info)
+        return note
+
+    def _create_many(self, items: Sequence[_NewNote]) -> list[Note | BaseException]:
+        """New notes, each exactly as :meth:`create` promises, written as one group:
+        every file, then a sync of each (the first commits the journal for all),
+        then every link, then one sync per folder (see :mod:`vault_adapter.batches`).
+        One note's failure (a bad path, a note already there) is its own."""
+        results: list[Note | BaseException] = []
+        staged: list[_Staged] = []
+        folders_seen: set[Path] = set()
+        for path, frontmatter, body in items:
+            try:
+                staged.append(self._stage(len(results), path, frontmatter, body, folders_seen))
+                results.append(_PENDING)
+            except Exception as exc:
+                results.append(exc)
+        for new in staged:
+            try:
+                if self._fsync:
+                    os.fsync(new.fd)
+            except OSError as exc:
+                new.failed = _write_error(new.rel, exc)
+            finally:
+                os.close(new.fd)
+        for new in staged:
+            if new.failed is None:
+                with self._stripe(new.rel):
+                    new.failed = self._link_new(new)
+                    if new.failed is None:
+                        new.note = self._indexed(new.rel, new.target, new.note, new.digest)
+        # Linked notes are on disk and indexed; they are durable once their folder is.
+        unsynced = self._sync_folders({new.target.parent for new in staged if not new.failed})
+        for new in staged:
+            failed = new.failed or unsynced.get(new.target.parent)
+            if new.failed is not None and os.path.lexists(new.tmp):
+                self._forget_temp(new.scratch, new.tmp)
+            results[new.index] = new.note if failed is None else failed
+            self._clear_inflight(new.rel, new.digest)
+        return results
+
+    def _stage(
+        self,
+        index: int,
+        path: str,
+        frontmatter: Mapping[str, Any],
+        body: str,
+        folders_seen: set[Path],
+    ) -> _Staged:
+        """Write one new note's temp file (not yet synced; its fd stays open)."""
+        rel, target, data, parsed = self._rendered(path, frontmatter, body)
+        digest, note = self._checked(rel, data, parsed)
+        assert note is not None
+        self._mark_inflight(rel, digest)
+        try:
+            scratch, fd, tmp = self._temp_for(target, exists=target.parent in folders_seen)
+            folders_seen.add(target.parent)
+            try:
+                os.fchmod(fd, _NEW_FILE_MODE)
+                fill(fd, data)
+            except BaseException:
+                os.close(fd)
+                self._forget_temp(scratch, tmp)
+                raise
+        except BaseException as exc:
+            self._clear_inflight(rel, digest)
+            if isinstance(exc, OSError):
+                raise _write_error(rel, exc) from exc
+            raise
+        return _Staged(index, rel, target, note, digest, scratch, fd, tmp)
+
+    @staticmethod
+    def _link_new(new: _Staged) -> VaultError | None:
+        """Give a synced temp file its note's name, unless a note is there already."""
+        try:
+            os.link(new.tmp, new.target)
+        except FileExistsError:
+            return NoteExists(new.rel)
+        except OSError as exc:
+            return _write_error(new.rel, exc)
+        with contextlib.suppress(OSError):
+            os.unlink(new.tmp)  # the note keeps the inode: only a name goes
+        return None
+
+    def _sync_folders(self, folders: Iterable[Path]) -> dict[Path, VaultError]:
+        """Sync each folder's entries; the folders that failed, with why."""
+        failed: dict[Path, VaultError] = {}
+        if self._fsync:
+            for folder in folders:
+                try:
+                    self._fsync_dir(folder)
+                except OSError as exc:
+                    failed[folder] = _write_error(str(folder), exc)
+        return failed
 
     def _scratch_for(self, folder: Path, *, exists: bool = False) -> Scratch | None:
         """The scratch folder, if ``folder``'s notes can be renamed in from it; makes
@@ -751,6 +872,31 @@ class FolderVault:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+_NewNote = tuple[str, Mapping[str, Any], str]
+"""What :meth:`FolderVault.create` is given: path, frontmatter, body."""
+
+_PENDING = VaultError("not written")
+
+
+@dataclass(slots=True)
+class _Staged:
+    """One note of a group being created: its temp file is written, not yet linked."""
+
+    index: int
+    rel: str
+    target: Path
+    note: Note
+    digest: str
+    scratch: Scratch | None
+    fd: int
+    tmp: str
+    failed: VaultError | None = None
+
+
+def _write_error(rel: str, exc: OSError) -> VaultError:
+    return VaultError(f"{rel}: cannot write note: {exc.strerror or exc}")
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:

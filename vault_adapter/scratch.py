@@ -124,16 +124,22 @@ def write_over(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
 
     Returns the file's status once written."""
     try:
-        view = memoryview(data)
-        offset = 0
-        while offset < len(view):
-            offset += os.pwrite(fd, view[offset:], offset)
-        os.ftruncate(fd, len(data))
+        fill(fd, data)
         if sync:
             os.fsync(fd)
         return os.fstat(fd)
     finally:
         os.close(fd)
+
+
+def fill(fd: int, data: bytes) -> None:
+    """Make ``data`` the whole content of ``fd``: written from offset 0, then cut to its
+    length (a spare held a longer version)."""
+    view = memoryview(data)
+    offset = 0
+    while offset < len(view):
+        offset += os.pwrite(fd, view[offset:], offset)
+    os.ftruncate(fd, len(data))
 
 
 def _unlink(path: str) -> None:
