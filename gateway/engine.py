@@ -39,6 +39,7 @@ from gateway.inbound import (
 )
 from gateway.intake import Intake
 from gateway.jobs import JOB_TAG, Clock, JobRunner
+from gateway.pressure import AcceptPressure
 from gateway.queues import DrainQueues
 from gateway.registry import Registry, ThreadRecord, TurnRecord
 from gateway.settings import Settings
@@ -87,7 +88,13 @@ class Gateway:
         self.control: ThreadControl | None = None
         self.jobs: JobRunner | None = None
         self._clock = clock
-        self.queues = DrainQueues(settings.max_concurrent_turns, self._run_turn, self._finish_turn)
+        self.pressure = AcceptPressure()
+        self.queues = DrainQueues(
+            settings.max_concurrent_turns,
+            self._run_turn,
+            self._finish_turn,
+            gate=self.pressure.before_turn,
+        )
         self.started_at = time.time()
         self._watcher: NoteWatcher | None = None
         self.intake: Intake | None = None
@@ -362,10 +369,11 @@ class Gateway:
         assert self.control is not None, "gateway not started"
         return await self.control.apply(thread_id, verb, source=source)
 
-    def submit(self, note: Note) -> None:
-        """Take in an inbound note (from the watcher, HTTP, the CLI or a job)."""
+    def submit(self, note: Note, *, fresh: bool = False) -> None:
+        """Take in an inbound note (from the watcher, HTTP, the CLI or a job); ``fresh``:
+        the gateway wrote it just now with a message id it made just now."""
         assert self.intake is not None, "gateway not started"
-        self.intake.submit(note)
+        self.intake.submit(note, fresh=fresh)
 
     # -- running turns ----------------------------------------------------------
 

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 log = logging.getLogger(__name__)
 
 Runner = Callable[[str], Awaitable[None]]
+Gate = Callable[[], Awaitable[None]]
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
@@ -34,9 +35,18 @@ class Stopping(Exception):
 
 
 class DrainQueues:
-    def __init__(self, limit: int, run: Runner, finish: Runner | None = None) -> None:
+    def __init__(
+        self,
+        limit: int,
+        run: Runner,
+        finish: Runner | None = None,
+        *,
+        gate: Gate | None = None,
+    ) -> None:
+        """``gate`` is awaited before each turn starts (see :mod:`gateway.pressure`)."""
         self._run = run
         self._finish = finish
+        self._gate = gate
         self._slots = asyncio.Semaphore(limit)
         self._queues: dict[str, deque[str]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -77,6 +87,10 @@ class DrainQueues:
         try:
             while queue and not self._stopping:
                 turn_id = queue[0]
+                if self._gate is not None:
+                    await self._gate()
+                    if self._stopping:
+                        break
                 try:
                     failed = not await self._step(self._run, turn_id, "failed")
                     if not failed and self._finish is not None:

@@ -142,23 +142,25 @@ async def post_message(request: web.Request) -> web.Response:
         )
     message_id = new_message_id()
     where = gateway.address_for(spec, body.channel, body.subject, message_id)
-    # Someone waits for this write: it goes before the turns' note work.
+    # Someone waits for this write: it goes before the turns' note work, and turns
+    # wait to start until it is done (gateway/pressure.py).
     URGENT.set(True)
-    note = await write_inbound(
-        gateway.vault,
-        gateway.settings,
-        text=body.text,
-        agent=spec.name,
-        channel=body.channel,
-        subject=body.subject,
-        sender=body.sender,
-        source="http",
-        message_id=message_id,
-        thread_link=where.link,
-    )
+    with gateway.pressure.accept():
+        note = await write_inbound(
+            gateway.vault,
+            gateway.settings,
+            text=body.text,
+            agent=spec.name,
+            channel=body.channel,
+            subject=body.subject,
+            sender=body.sender,
+            source="http",
+            message_id=message_id,
+            thread_link=where.link,
+        )
     # Registered before the gateway sees the note, so the end cannot be missed.
     done = gateway.waiter(message_id) if body.wait else None
-    gateway.submit(note)
+    gateway.submit(note, fresh=True)
     answer: dict[str, Any] = {
         "id": message_id,
         "note": note.path,
