@@ -10,7 +10,10 @@ note with ``status: draft`` is left alone until the status goes.
 
 from __future__ import annotations
 
+import os
+import random
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,8 +31,23 @@ def new_message_id(now: datetime | None = None) -> str:
 
     48 random bits: a thousand messages in one second collide with odds of
     about one in a billion (24 bits collided in a benchmark posting 2,000)."""
-    moment = (now or datetime.now(UTC)).astimezone(UTC)
-    return f"{moment:%Y%m%d-%H%M%S}-{secrets.token_hex(6)}"
+    second = _this_second() if now is None else f"{now.astimezone(UTC):%Y%m%d-%H%M%S}"
+    return f"{second}-{_RANDOM.getrandbits(48):012x}"
+
+
+_RANDOM = random.Random(secrets.randbits(128))
+"""Message ids need to be unique, not secret: a generator seeded once from the
+system's randomness (and again in a forked child) costs no system call an id."""
+os.register_at_fork(after_in_child=lambda: _RANDOM.seed(secrets.randbits(128)))
+_SECOND: tuple[int, str] = (0, "")
+
+
+def _this_second() -> str:
+    global _SECOND
+    now = int(time.time())
+    if now != _SECOND[0]:
+        _SECOND = (now, time.strftime("%Y%m%d-%H%M%S", time.gmtime(now)))
+    return _SECOND[1]
 
 
 def _under(path: str, folder: str) -> bool:

@@ -78,6 +78,9 @@ class Intake:
         """Message id -> deadline (monotonic) of messages waiting for their agent."""
         self._queue: asyncio.Queue[Note | None] = asyncio.Queue()
         self._retries: dict[str, int] = {}
+        self._fresh: set[str] = set()
+        """Notes the gateway has just written with a message id it has just made: no
+        turn can have that id yet, so the first copy taken in skips looking for one."""
         self._busy: dict[str, asyncio.Future[None]] = {}
         """Note path -> done-future of the copy being taken in now."""
 
@@ -136,8 +139,11 @@ class Intake:
             if self._busy.get(note.path) is done:
                 del self._busy[note.path]
 
-    def submit(self, note: Note) -> None:
-        """Take in an inbound note written by someone other than the watcher (HTTP, CLI)."""
+    def submit(self, note: Note, *, fresh: bool = False) -> None:
+        """Take in an inbound note written by someone other than the watcher (HTTP, CLI);
+        ``fresh``: written just now, with a message id made just now."""
+        if fresh:
+            self._fresh.add(note.path)
         self._queue.put_nowait(note)
 
     async def _intake(self, note: Note, order: _InOrder | None = None) -> None:
@@ -166,6 +172,8 @@ class Intake:
                 # our stamps. Put them back rather than answer it twice.
                 await self._known_message(msg, last)
                 return
+        elif note.path in self._fresh:
+            self._fresh.discard(note.path)  # this copy only: a later one is looked up
         else:
             known = await self.registry.get_turn(msg.id)
             if known is not None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -36,8 +36,18 @@ ThreadStatus = Literal["idle", "working", "paused", "error", "terminated"]
 FINAL_TURN = ("done", "error", "rejected")
 
 
+_SECOND: tuple[int, str] = (0, "")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC now to the millisecond, ``2026-11-21T07:00:00.123Z`` (every event has one:
+    the formatted second is kept for the calls within it)."""
+    global _SECOND
+    now = time.time()
+    second = int(now)
+    if second != _SECOND[0]:
+        _SECOND = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_SECOND[1]}.{int((now - second) * 1000):03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
