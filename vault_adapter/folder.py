@@ -40,7 +40,7 @@ from vault_adapter.note import (
     render_note,
     split_frontmatter,
 )
-from vault_adapter.paths import normalize, resolve_in
+from vault_adapter.paths import normalize, plain_below, resolve_in
 from vault_adapter.scan import (
     PARALLEL_FROM,
     NoteSummary,
@@ -51,7 +51,7 @@ from vault_adapter.scan import (
     default_processes,
     scan_chunks,
 )
-from vault_adapter.scratch import Scratch, fill, write_over
+from vault_adapter.scratch import Scratch, fill, move_new, write_over
 from vault_adapter.watch import EventKind, VaultEvent, Watcher
 from vault_adapter.workers import file_workers
 
@@ -189,9 +189,7 @@ class FolderVault:
 
     async def write(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
         """Create or replace a whole note, atomically."""
-        return await self._io.run(
-            functools.partial(self._write_whole, path, frontmatter, body, False)
-        )
+        return await self._io.run(functools.partial(self._write_whole, path, frontmatter, body))
 
     async def create(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
         """Create a note that must not exist yet; :class:`NoteExists` if it does.
@@ -239,9 +237,7 @@ class FolderVault:
                     raise NoteParseError(rel, "not UTF-8 text; cannot rewrite") from exc
                 new = transform(text).encode("utf-8")
                 try:
-                    done = self._commit(
-                        rel, target, new, exclusive=False, allow_unparsed=True, unchanged=raw
-                    )
+                    done = self._commit(rel, target, new, allow_unparsed=True, unchanged=raw)
                 except NoteParseError:
                     return None
                 if done is not None:
@@ -251,20 +247,22 @@ class FolderVault:
     async def delete(self, path: str) -> None:
         await asyncio.to_thread(self._delete, path)
 
-    def _write_whole(
-        self, path: str, frontmatter: Mapping[str, Any], body: str, exclusive: bool
-    ) -> Note:
+    def _write_whole(self, path: str, frontmatter: Mapping[str, Any], body: str) -> Note:
         rel, target, data, parsed = self._rendered(path, frontmatter, body)
         with self._stripe(rel):
-            return self._commit(rel, target, data, exclusive=exclusive, parsed=parsed)
+            return self._commit(rel, target, data, parsed=parsed)
 
     def _rendered(
-        self, path: str, frontmatter: Mapping[str, Any], body: str
+        self,
+        path: str,
+        frontmatter: Mapping[str, Any],
+        body: str,
+        resolve: Callable[[str], Path] | None = None,
     ) -> tuple[str, Path, bytes, Note | None]:
         """A whole note's path, file and bytes, and what it reads as when that is known
         without parsing it (None: ``_checked`` parses it)."""
         rel = normalize(path)
-        target = self.path_of(rel)
+        target = (resolve or self.path_of)(rel)
         yaml_text = render_frontmatter(frontmatter) if frontmatter else None
         parsed: Note | None = None
         if yaml_text is None or "\x00" in body:
@@ -323,7 +321,6 @@ class FolderVault:
                     rel,
                     target,
                     new,
-                    exclusive=False,
                     unchanged=raw,
                     parsed=expected,
                     mode=info.st_mode & 0o7777,
@@ -339,7 +336,6 @@ class FolderVault:
         target: Path,
         data: bytes,
         *,
-        exclusive: bool,
         allow_unparsed: bool = False,
         unchanged: None = None,
         parsed: Note | None = None,
@@ -353,7 +349,6 @@ class FolderVault:
         target: Path,
         data: bytes,
         *,
-        exclusive: bool,
         allow_unparsed: bool = False,
         unchanged: bytes,
         parsed: Note | None = None,
@@ -366,7 +361,6 @@ class FolderVault:
         target: Path,
         data: bytes,
         *,
-        exclusive: bool,
         allow_unparsed: bool = False,
         unchanged: bytes | None = None,
         parsed: Note | None = None,
@@ -385,7 +379,7 @@ class FolderVault:
         self._mark_inflight(rel, digest)
         try:
             # A note that was just read has its folder: no need to look for it.
-            scratch, fd, tmp = self._temp_for(target, exists=unchanged is not None)
+            scratch, fd, tmp, _ = self._temp_for(target, exists=unchanged is not None)
             try:
                 os.fchmod(fd, mode)
                 written = write_over(fd, data, sync=self._fsync)
@@ -395,14 +389,7 @@ class FolderVault:
                     # wins, the caller re-applies ours to it. Bytes, not mtimes.
                     self._forget_temp(scratch, tmp)
                     return None
-                if exclusive:
-                    try:
-                        os.link(tmp, target)
-                    except FileExistsError as exc:
-                        raise NoteExists(rel) from exc
-                    os.unlink(tmp)  # the note keeps the inode: only a name goes
-                else:
-                    self._replace(scratch, tmp, target)
+                self._replace(scratch, tmp, target)
             except BaseException:
                 if os.path.lexists(tmp):
                     self._forget_temp(scratch, tmp)
@@ -434,14 +421,16 @@ class FolderVault:
                 raise
             return digest, None
 
-    def _temp_for(self, target: Path, *, exists: bool) -> tuple[Scratch | None, int, str]:
-        """``(scratch, fd, path)`` of a file to write ``target``'s next version in."""
+    def _temp_for(
+        self, target: Path, *, exists: bool, create_mode: int = 0o600
+    ) -> tuple[Scratch | None, int, str, bool]:
+        """``(scratch, fd, path, fresh)`` of a file to write ``target``'s next version in;
+        ``fresh``: new, empty and made with ``create_mode`` (see :meth:`Scratch.open_temp`)."""
         scratch = self._scratch_for(target.parent, exists=exists)
         if scratch is not None:
-            fd, tmp = scratch.open_temp()
-        else:
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        return scratch, fd, tmp
+            return scratch, *scratch.open_temp(create_mode)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        return None, fd, tmp, False
 
     def _indexed(
         self, rel: str, target: Path, note: Note, digest: str, mtime: float | None = None
@@ -466,9 +455,12 @@ class FolderVault:
         results: list[Note | BaseException] = []
         staged: list[_Staged] = []
         folders_seen: set[Path] = set()
+        resolve = self._new_note_resolver()
         for path, frontmatter, body in items:
             try:
-                staged.append(self._stage(len(results), path, frontmatter, body, folders_seen))
+                staged.append(
+                    self._stage(len(results), path, frontmatter, body, folders_seen, resolve)
+                )
                 results.append(_PENDING)
             except Exception as exc:
                 results.append(exc)
@@ -503,18 +495,22 @@ class FolderVault:
         frontmatter: Mapping[str, Any],
         body: str,
         folders_seen: set[Path],
+        resolve: Callable[[str], Path],
     ) -> _Staged:
         """Write one new note's temp file (not yet synced; its fd stays open)."""
-        rel, target, data, parsed = self._rendered(path, frontmatter, body)
+        rel, target, data, parsed = self._rendered(path, frontmatter, body, resolve)
         digest, note = self._checked(rel, data, parsed)
         assert note is not None
         self._mark_inflight(rel, digest)
         try:
-            scratch, fd, tmp = self._temp_for(target, exists=target.parent in folders_seen)
+            scratch, fd, tmp, fresh = self._temp_for(
+                target, exists=target.parent in folders_seen, create_mode=_NEW_FILE_MODE
+            )
             folders_seen.add(target.parent)
             try:
-                os.fchmod(fd, _NEW_FILE_MODE)
-                fill(fd, data)
+                if not fresh:
+                    os.fchmod(fd, _NEW_FILE_MODE)
+                fill(fd, data, empty=fresh)
             except BaseException:
                 os.close(fd)
                 self._forget_temp(scratch, tmp)
@@ -526,17 +522,32 @@ class FolderVault:
             raise
         return _Staged(index, rel, target, note, digest, scratch, fd, tmp)
 
+    def _new_note_resolver(self) -> Callable[[str], Path]:
+        """:meth:`path_of` for one group of new notes: each folder is checked for
+        symlinks once. The note itself is not looked at: a new note must not exist,
+        and a link never follows a symlink already at its name (it fails instead)."""
+        plain: set[str] = set()
+
+        def resolve(rel: str) -> Path:
+            folder = rel.rpartition("/")[0]
+            if folder in plain:
+                return self.root / rel
+            target = self.path_of(rel)  # refuses a path that leaves the vault
+            if not folder or plain_below(self.root, folder):
+                plain.add(folder)
+            return target
+
+        return resolve
+
     @staticmethod
     def _link_new(new: _Staged) -> VaultError | None:
         """Give a synced temp file its note's name, unless a note is there already."""
         try:
-            os.link(new.tmp, new.target)
+            move_new(new.tmp, new.target)
         except FileExistsError:
             return NoteExists(new.rel)
         except OSError as exc:
             return _write_error(new.rel, exc)
-        with contextlib.suppress(OSError):
-            os.unlink(new.tmp)  # the note keeps the inode: only a name goes
         return None
 
     def _sync_folders(self, folders: Iterable[Path]) -> dict[Path, VaultError]:

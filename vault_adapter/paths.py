@@ -71,7 +71,7 @@ def resolve_in(root: Path, rel: str) -> Path:
     """
     clean = normalize(rel)
     base = str(root)
-    if _plain_below(base, clean):
+    if plain_below(root, clean):
         return root / clean
     # A symlink on the way: realpath follows every one that exists and leaves
     # the missing tail as it is, which is what a write to a new note needs.
@@ -81,12 +81,13 @@ def resolve_in(root: Path, rel: str) -> Path:
     return root / clean
 
 
-def _plain_below(base: str, clean: str) -> bool:
-    """True when no existing component of ``clean`` under ``base`` is a symlink.
+def plain_below(root: Path | str, clean: str) -> bool:
+    """True when no existing component of ``clean`` (normalized) under ``root`` is a
+    symlink.
 
     Such a path (``..`` is already refused) can only name something inside the
     vault, so the costlier realpath walk is skipped for the common case."""
-    current = base
+    current = str(root)
     for part in clean.split("/"):
         current = f"{current}/{part}"
         try:

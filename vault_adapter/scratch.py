@@ -26,13 +26,17 @@ beyond that the oldest is freed. Spares left by a previous run are reused.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import itertools
 import os
 import secrets
 import stat
+import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 _PREFIX = "v-"
@@ -58,10 +62,12 @@ class Scratch:
     def __len__(self) -> int:
         return len(self._spares)
 
-    def open_temp(self) -> tuple[int, str]:
-        """``(fd, path)``: a rested spare opened for writing, or a new empty file.
+    def open_temp(self, create_mode: int = 0o600) -> tuple[int, str, bool]:
+        """``(fd, path, fresh)``: a rested spare opened for writing, or (``fresh``) a new
+        empty file made with ``create_mode`` (under the umask).
 
-        Write from offset 0 and truncate to the new length (see :func:`write_over`)."""
+        Write a spare from offset 0, truncate it to the new length and set its mode
+        (see :func:`write_over`); a fresh file needs neither."""
         while True:
             with self._lock:
                 if not self._spares or self._spares[0][0] > time.monotonic() - self.rest_s:
@@ -73,20 +79,20 @@ class Scratch:
                 continue
             info = os.fstat(fd)
             if info.st_nlink == 1 and stat.S_ISREG(info.st_mode):
-                return fd, path
+                return fd, path, False
             # Another name points at this inode (a person's hard link): not ours to write.
             os.close(fd)
             _unlink(path)
         while True:
             path = str(self.folder / f"{self._stem}{next(self._names)}")
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, create_mode)
             except FileExistsError:
                 continue
             except FileNotFoundError:
                 self.folder.mkdir(parents=True, exist_ok=True)  # someone removed it
                 continue
-            return fd, path
+            return fd, path, True
 
     def hold(self, target: Path) -> str | None:
         """Give the current version of ``target`` a second name here; None if there is none.
@@ -132,14 +138,49 @@ def write_over(fd: int, data: bytes, *, sync: bool) -> os.stat_result:
         os.close(fd)
 
 
-def fill(fd: int, data: bytes) -> None:
+def fill(fd: int, data: bytes, *, empty: bool = False) -> None:
     """Make ``data`` the whole content of ``fd``: written from offset 0, then cut to its
-    length (a spare held a longer version)."""
+    length (a spare held a longer version) unless the file was ``empty``."""
     view = memoryview(data)
     offset = 0
     while offset < len(view):
         offset += os.pwrite(fd, view[offset:], offset)
-    os.ftruncate(fd, len(data))
+    if not empty:
+        os.ftruncate(fd, len(data))
+
+
+def _no_replace() -> Callable[[bytes, bytes], int] | None:
+    """renameat2(..., RENAME_NOREPLACE) from the C library, where there is one."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    path, fd = ctypes.c_char_p, ctypes.c_int
+    renameat2.argtypes = [fd, path, fd, path, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    at_fdcwd, noreplace = -100, 1
+    return lambda src, dst: int(renameat2(at_fdcwd, src, at_fdcwd, dst, noreplace))
+
+
+_RENAME_NOREPLACE = _no_replace() if sys.platform.startswith("linux") else None
+
+
+def move_new(src: str, dst: str | os.PathLike[str]) -> None:
+    """Give ``src`` the name ``dst`` and drop ``src``, unless ``dst`` exists
+    (:class:`FileExistsError`, and ``src`` stays): one rename that refuses to
+    replace, where the system has it; a hard link and an unlink elsewhere."""
+    global _RENAME_NOREPLACE
+    if _RENAME_NOREPLACE is not None:
+        if _RENAME_NOREPLACE(os.fsencode(src), os.fsencode(dst)) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise OSError(err, os.strerror(err), os.fspath(dst))
+        _RENAME_NOREPLACE = None  # a filesystem without it: link and unlink from now on
+    os.link(src, dst)
+    with contextlib.suppress(OSError):
+        os.unlink(src)  # the new name keeps the inode: only a name goes
 
 
 def _unlink(path: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vault_adapter import FolderVault
-from vault_adapter.scratch import Scratch
+from vault_adapter.scratch import Scratch, move_new
 
 
 @pytest.fixture
@@ -154,3 +154,18 @@ async def test_a_removed_scratch_folder_is_made_again(vault: FolderVault) -> Non
     await vault.create("b.md", {"n": 2}, "y\n")
     assert (await vault.read("a.md")).get("n") == 1
     assert (await vault.read("b.md")).get("n") == 2
+
+
+def test_move_new_renames_but_never_replaces(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_text("new")
+    move_new(str(src), dst)
+    assert dst.read_text() == "new" and not src.exists()
+    src.write_text("second")
+    with pytest.raises(FileExistsError):
+        move_new(str(src), dst)
+    assert dst.read_text() == "new" and src.read_text() == "second"
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError):  # a symlink at the name is not followed
+        move_new(str(src), tmp_path / "link")
+    assert not (tmp_path / "nowhere").exists()
