@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from gateway.errors import RegistryError
 from gateway.registry.migrations import migrate
+from vault_adapter.batches import GroupCommit
 from vault_adapter.workers import Workers
 
 T = TypeVar("T")
@@ -142,6 +143,15 @@ class TurnOutcome:
     """Something the thread should say about this turn (a session that was lost)."""
 
 
+_WriteFn = Callable[[sqlite3.Connection], Any]
+
+
+def _registry_error(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.Error):
+        return RegistryError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     db.row_factory = sqlite3.Row
@@ -176,6 +186,7 @@ class Registry:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._writer = Workers(1, "registry-write")
+        self._writes: GroupCommit[_WriteFn, Any] = GroupCommit(self._write_many, self._writer)
         self._reader = Workers(1, "registry-read")
         self._wdb: sqlite3.Connection | None = None
         self._rdb: sqlite3.Connection | None = None
@@ -211,22 +222,42 @@ class Registry:
         try:
             return await workers.run(fn)
         except sqlite3.Error as exc:
-            raise RegistryError(f"{type(exc).__name__}: {exc}") from exc
+            raise _registry_error(exc) from exc
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def job() -> T:
-            assert self._wdb is not None, "registry is closed"
-            db = self._wdb
+        """``fn`` in a transaction of its own (a savepoint), committed with the writes
+        that came in while the last commit was made (see :meth:`_write_many`)."""
+        return cast(T, await self._writes.submit(fn))
+
+    def _write_many(self, fns: Sequence[_WriteFn]) -> list[Any]:
+        """On the writer thread: each of ``fns`` under a savepoint of its own (one that
+        fails is rolled back alone and fails alone), all in one transaction.
+
+        Each transaction alone cost the writer thread four waits for the interpreter
+        lock (one a statement), a WAL append of every page it touched and its file
+        locks; messages taken in side by side now share them."""
+        assert self._wdb is not None, "registry is closed"
+        db = self._wdb
+        results: list[Any] = []
+        try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(db)
+                for fn in fns:
+                    db.execute("SAVEPOINT one")
+                    try:
+                        results.append(fn(db))
+                    except Exception as exc:
+                        db.execute("ROLLBACK TO one")
+                        results.append(_registry_error(exc))
+                    db.execute("RELEASE one")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-            return result
-
-        return await self._run(self._writer, job)
+        except sqlite3.Error as exc:
+            # The transaction itself failed (a full disk at COMMIT): every write fails.
+            return [_registry_error(exc)] * len(fns)
+        return results
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def job() -> T:

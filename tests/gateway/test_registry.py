@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+from gateway.errors import RegistryError
 from gateway.registry import Registry, TurnOutcome
 from gateway.registry.migrations import MIGRATIONS, migrate
 
@@ -116,3 +118,34 @@ async def test_an_old_database_is_brought_up_to_date_and_keeps_its_rows(tmp_path
     db = sqlite3.connect(path)
     names = [r[0] for r in db.execute("SELECT name FROM _migrations ORDER BY name")]
     assert names == [name for name, _ in MIGRATIONS]
+
+
+async def test_writes_that_arrive_together_commit_together_and_fail_alone(
+    tmp_path: Path,
+) -> None:
+    registry = await Registry.open(tmp_path / "r.db")
+    try:
+        adds = [
+            registry.add_turn(f"m{i}", f"Inbox/{i}.md", "2026-01-01T00:00:00Z") for i in range(40)
+        ]
+        # Marks m3 done, then breaks a constraint: its savepoint is rolled back, the
+        # rest of the group is not.
+        broken = registry._write(
+            lambda db: (
+                db.execute("UPDATE turns SET status = 'done' WHERE id = 'm3'"),
+                db.execute("INSERT INTO turns (id, note, status) VALUES ('m0', 'x', 'queued')"),
+            )
+        )
+        outcomes = await asyncio.gather(*adds, broken, return_exceptions=True)
+        assert isinstance(outcomes[-1], RegistryError)
+        assert "IntegrityError" in str(outcomes[-1])
+        assert not any(isinstance(o, BaseException) for o in outcomes[:-1])
+        assert registry._writes.largest > 1  # they did go as one transaction
+        turns = [await registry.get_turn(f"m{i}") for i in range(40)]
+        assert all(t is not None for t in turns)
+        m3 = await registry.get_turn("m3")
+        assert m3 is not None and m3.status == "queued"
+    finally:
+        await registry.close()
+    db = sqlite3.connect(tmp_path / "r.db")
+    assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 40
