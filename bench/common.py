@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from gateway.backends import EchoBackend, ScriptedBackend  # noqa: E402
 from gateway.engine import Gateway  # noqa: E402
-from gateway.serve import open_vault  # noqa: E402
+from gateway.serve import open_vault, settle_heap  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 
 AGENT = """---
@@ -116,6 +116,7 @@ async def start_gateway(
     backends = {"scripted": backend, "echo": EchoBackend(), **(extra_backends or {})}
     gateway = Gateway(open_vault(root, config), config, backends=backends)
     await gateway.start()
+    settle_heap()  # as `vaultgate serve` does once the gateway has started
     return gateway, backend
 
 

@@ -8,6 +8,7 @@ registry for the next start. A second signal skips the grace period.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import shutil
 import signal
@@ -73,6 +74,21 @@ async def machine_preflight(settings: Settings) -> dict[str, object]:
     }
 
 
+def settle_heap() -> None:
+    """Once started: collect, then leave everything alive so far (modules, the vault's
+    index, the agents, the registry's connections) out of later collections.
+
+    A full collection looks at every object the process has; a gateway that has
+    just taken in its vault has hundreds of thousands, and each full collection
+    under load stopped the event loop for 23 to 33 ms, enough to set the p99 of
+    HTTP accepts on its own. Frozen, the ones that came after took 2 to 4 ms.
+    Called again (a benchmark starting gateway after gateway), it first takes
+    back what it froze before, so what has died since is freed."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(root: Path, settings: Settings) -> int:
     check_binding(settings.host, explicit_token=bool(settings.token))
     gateway = Gateway(open_vault(root, settings), settings)
@@ -102,6 +118,7 @@ async def serve(root: Path, settings: Settings) -> int:
     await site.start()
     url = _url(runner, settings.host)
     write_discovery(gateway.state_dir, url, now_iso())
+    settle_heap()
     problems = gateway.catalogue.problems()
     log.info(
         "vaultgate %s serving %s on %s (%d agents%s)",
