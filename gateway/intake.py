@@ -276,8 +276,10 @@ class Intake:
         channel = msg.channel if msg.channel in spec.channels else spec.channels[0]
         where = address(spec, channel, msg.subject, self.settings.threads_folder, turn_id)
         await self._stamp_arrival(msg, turn_id, received_at, where.link)
-        # Recorded side by side with the notes taken in with it (the registry commits
-        # them together), queued in arrival order.
+        if order is not None:
+            # Recorded in arrival order too: a restart queues open turns in the
+            # registry's order.
+            await order.wait()
         await self.registry.admit_turn(
             turn_id,
             msg.note.path,
@@ -292,8 +294,6 @@ class Intake:
             sender=msg.sender,
             drain_key=where.drain_key,
         )
-        if order is not None:
-            await order.wait()
         self.waiting.pop(turn_id, None)
         self.queues.put(where.drain_key, turn_id)
         self.bus.publish("turn.queued", turn=turn_id, thread=where.thread_id, agent=spec.name)
