@@ -49,6 +49,7 @@ def fill_vault(root: Path, notes: int) -> None:
 
 
 _RUNS: Path | None = None
+RUNS_ENV = "VAULTGATE_BENCH_RUNS"
 
 
 @contextlib.contextmanager
@@ -58,11 +59,16 @@ def run_dir(prefix: str) -> Iterator[str]:
     Deleting a run's thousands of files leaves the disk busy for seconds after
     (on a disk with online discard each freed block is trimmed): the run that
     followed a deletion measured up to a third slower. So nothing is deleted
-    between runs."""
+    between runs. Under ``bench/run.py`` the folder is its (``VAULTGATE_BENCH_RUNS``),
+    deleted only once every benchmark has run."""
     global _RUNS
     if _RUNS is None:
-        _RUNS = Path(tempfile.mkdtemp(prefix="vg-bench-runs-"))
-        atexit.register(shutil.rmtree, _RUNS, True)
+        shared = os.environ.get(RUNS_ENV)
+        if shared:
+            _RUNS = Path(tempfile.mkdtemp(prefix="vg-bench-", dir=shared))
+        else:
+            _RUNS = Path(tempfile.mkdtemp(prefix="vg-bench-runs-"))
+            atexit.register(shutil.rmtree, _RUNS, True)
     yield tempfile.mkdtemp(prefix=prefix, dir=_RUNS)
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from common import Result, print_table, save
+from common import RUNS_ENV, Result, print_table, save
 from dispatch import dispatch
 from latency import latency
 from overhead import overhead
@@ -42,14 +45,27 @@ def everything(quick: bool) -> list[Result]:
         ("scale", scale, (200 if quick else 2000, 1 if quick else 5)),
     ]
     spawn = multiprocessing.get_context("spawn")
-    for name, fn, args in steps:
-        t0 = time.perf_counter()
-        print(f"-- {name} ...", flush=True)
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as one:
-            out = one.submit(_step, fn, *args).result()
-        results.extend(out if isinstance(out, list) else [out])
-        print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
+    # One folder for every step's runs, deleted at the very end: a step's deletions
+    # would otherwise slow the next step down (see common.run_dir).
+    runs = tempfile.mkdtemp(prefix="vg-bench-runs-")
+    os.environ[RUNS_ENV] = runs
+    try:
+        for name, fn, args in steps:
+            results.extend(_in_a_fresh_interpreter(spawn, name, fn, args))
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
     return results
+
+
+def _in_a_fresh_interpreter(
+    spawn: Any, name: str, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> list[Result]:
+    t0 = time.perf_counter()
+    print(f"-- {name} ...", flush=True)
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as one:
+        out = one.submit(_step, fn, *args).result()
+    print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
+    return out if isinstance(out, list) else [out]
 
 
 def main() -> None:
