@@ -51,7 +51,7 @@ from vault_adapter.scan import (
     default_processes,
     scan_chunks,
 )
-from vault_adapter.scratch import Scratch, fill, move_new, write_over
+from vault_adapter.scratch import Scratch, fill, move_new, start_writeback, write_over
 from vault_adapter.watch import EventKind, VaultEvent, Watcher
 from vault_adapter.workers import file_workers
 
@@ -464,6 +464,8 @@ class FolderVault:
                 results.append(_PENDING)
             except Exception as exc:
                 results.append(exc)
+        if self._fsync:
+            start_writeback(new.fd for new in staged)
         for new in staged:
             try:
                 if self._fsync:
