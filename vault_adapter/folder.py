@@ -438,7 +438,7 @@ class FolderVault:
         """Index what was just written to ``target`` and remember the write as ours."""
         info: os.stat_result | None = None
         with contextlib.suppress(OSError):
-            info = os.stat(target)  # after the rename or the link (its ctime)
+            info = os.stat(target)  # after the rename (its ctime)
         if mtime is None:
             mtime = info.st_mtime if info is not None else 0.0
         note = note.model_copy(update={"mtime": mtime, "content_hash": digest})
@@ -449,8 +449,8 @@ class FolderVault:
 
     def _create_many(self, items: Sequence[_NewNote]) -> list[Note | BaseException]:
         """New notes, each exactly as :meth:`create` promises, written as one group:
-        every file, then a sync of each (the first commits the journal for all),
-        then every link, then one sync per folder (see :mod:`vault_adapter.batches`).
+        every file, its writeback started, then a sync of each, then every rename
+        into place, then one sync per folder (see :mod:`vault_adapter.batches`).
         One note's failure (a bad path, a note already there) is its own."""
         results: list[Note | BaseException] = []
         staged: list[_Staged] = []
@@ -480,7 +480,7 @@ class FolderVault:
                     new.failed = self._link_new(new)
                     if new.failed is None:
                         new.note = self._indexed(new.rel, new.target, new.note, new.digest)
-        # Linked notes are on disk and indexed; they are durable once their folder is.
+        # Named notes are on disk and indexed; they are durable once their folder is.
         unsynced = self._sync_folders({new.target.parent for new in staged if not new.failed})
         for new in staged:
             failed = new.failed or unsynced.get(new.target.parent)
@@ -895,7 +895,7 @@ _PENDING = VaultError("not written")
 
 @dataclass(slots=True)
 class _Staged:
-    """One note of a group being created: its temp file is written, not yet linked."""
+    """One note of a group being created: its temp file is written, not yet named."""
 
     index: int
     rel: str
