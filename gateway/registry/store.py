@@ -17,6 +17,7 @@ from the notes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -229,6 +230,11 @@ class Registry:
         that came in while the last commit was made (see :meth:`_write_many`)."""
         return cast(T, await self._writes.submit(fn))
 
+    def _write_in_order(self, fn: _WriteFn) -> asyncio.Future[Any]:
+        """As :meth:`_write`, but ``fn`` takes its place among the writes at the call,
+        not when the result is awaited: writes made so land in the order of the calls."""
+        return self._writes.enqueue(fn)
+
     def _write_many(self, fns: Sequence[_WriteFn]) -> list[Any]:
         """On the writer thread: each of ``fns`` under a savepoint of its own (one that
         fails is rolled back alone and fails alone), all in one transaction.
@@ -283,7 +289,7 @@ class Registry:
 
         return await self._write(op)
 
-    async def admit_turn(
+    def admit_turn(
         self,
         turn_id: str,
         note: str,
@@ -298,9 +304,13 @@ class Registry:
         session_id: str,
         sender: str | None,
         drain_key: str,
-    ) -> None:
+    ) -> asyncio.Future[None]:
         """Record an arrived, routed message and make sure its thread exists: one
-        transaction for what would otherwise be three round trips per message."""
+        transaction for what would otherwise be three round trips per message.
+
+        Not a coroutine: the record takes its place among the writes at the call, so
+        turns admitted one after another are recorded (and a restart queues them) in
+        that order, while their records still share commits. Await the result."""
 
         def op(db: sqlite3.Connection) -> None:
             stamp = now_iso()
@@ -319,7 +329,7 @@ class Registry:
                 (agent, channel, subject, sender, thread_id, drain_key, turn_id),
             )
 
-        await self._write(op)
+        return self._write_in_order(op)
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         row = await self._read(
