@@ -2,10 +2,9 @@
 
 One task takes notes in (from the watcher, the start-up scan, HTTP and the
 job runner) in the order they were seen. Up to ``_WINDOW`` notes are worked on
-at once (read, checked, stamped), but each is recorded in the registry and
-queued only after every note seen before it has been (or was set aside), so
-arrival order is still record and queue order (see :class:`_InOrder`); two
-copies of one note are never worked on at once. A note is stamped
+at once (read, checked, stamped), but each is queued only after every note
+seen before it has been queued or set aside, so arrival order is still queue
+order; two copies of one note are never worked on at once. A note is stamped
 with its message id *before* the registry records it: a crash in between
 leaves a stamped note that the next start records under the same id, never a
 turn without its note. Messages for an agent that is not defined
@@ -49,44 +48,14 @@ _WINDOW = 16
 
 
 class _InOrder:
-    """A note's place in arrival order, as two relays from the note seen before it.
+    """Entered just before a note is queued: waits until the note before it is done."""
 
-    ``recorded``: set once the note's turn has taken its place among the registry's
-    writes (or the note was set aside), never before the previous note's; a note's
-    turn is recorded only after it. So records land in arrival order (a restart
-    queues open turns in the registry's order) while notes taken in side by side
-    still share the registry's commits. ``done``: set once the note is queued or
-    set aside, never before the previous note's; a note is queued only after it."""
+    def __init__(self, before: asyncio.Future[None] | None) -> None:
+        self._before = before
 
-    def __init__(self, before: _InOrder | None) -> None:
-        loop = asyncio.get_running_loop()
-        self.recorded: asyncio.Future[None] = loop.create_future()
-        self.done: asyncio.Future[None] = loop.create_future()
-        # The previous note's relays only (not the note itself: no chain of them all).
-        self._recorded_before = before.recorded if before is not None else None
-        self._done_before = before.done if before is not None else None
-
-    async def may_record(self) -> None:
-        await _after(self._recorded_before)
-
-    def record_placed(self) -> None:
-        if not self.recorded.done():
-            self.recorded.set_result(None)
-
-    async def may_queue(self) -> None:
-        await _after(self._done_before)
-
-    async def finish(self) -> None:
-        """The note is queued or set aside: pass both relays on, in order."""
-        await self.may_record()
-        self.record_placed()
-        await self.may_queue()
-        self.done.set_result(None)
-
-
-async def _after(before: asyncio.Future[None] | None) -> None:
-    if before is not None and not before.done():
-        await asyncio.shield(before)
+    async def wait(self) -> None:
+        if self._before is not None and not self._before.done():
+            await asyncio.shield(self._before)
 
 
 class Intake:
@@ -117,7 +86,7 @@ class Intake:
 
     async def run(self) -> None:
         room = asyncio.Semaphore(_WINDOW)
-        last: _InOrder | None = None
+        before: asyncio.Future[None] | None = None
         working: set[asyncio.Task[None]] = set()
         try:
             while True:
@@ -125,26 +94,32 @@ class Intake:
                 if note is None:
                     break
                 await room.acquire()
-                order = _InOrder(last)
-                task = asyncio.create_task(self._take(note, order, room))
+                done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                task = asyncio.create_task(self._take(note, before, done, room))
                 working.add(task)
                 task.add_done_callback(working.discard)
-                last = order
+                before = done
             if working:
                 await asyncio.gather(*working, return_exceptions=True)
         finally:
             for task in working:
                 task.cancel()
 
-    async def _take(self, note: Note, order: _InOrder, room: asyncio.Semaphore) -> None:
-        """Take one note in, in its place in arrival order (``order``)."""
+    async def _take(
+        self,
+        note: Note,
+        before: asyncio.Future[None] | None,
+        done: asyncio.Future[None],
+        room: asyncio.Semaphore,
+    ) -> None:
+        """Take one note in; queue it only once ``before`` (the previous note) is done."""
         earlier = self._busy.get(note.path)
-        self._busy[note.path] = order.done
+        self._busy[note.path] = done
         try:
             if earlier is not None:
                 # The same note, seen again while its first copy is still being taken in.
                 await asyncio.shield(earlier)
-            await self._intake(note, order)
+            await self._intake(note, _InOrder(before))
         except (NoteNotFound, NoteParseError, VaultPathError) as exc:
             log.warning("could not take in %s: %s", note.path, exc)
         except Exception as exc:
@@ -158,8 +133,10 @@ class Intake:
             self._retries.pop(note.path, None)
         finally:
             room.release()
-            await order.finish()
-            if self._busy.get(note.path) is order.done:
+            if before is not None and not before.done():
+                await asyncio.shield(before)
+            done.set_result(None)
+            if self._busy.get(note.path) is done:
                 del self._busy[note.path]
 
     def submit(self, note: Note, *, fresh: bool = False) -> None:
@@ -300,8 +277,10 @@ class Intake:
         where = address(spec, channel, msg.subject, self.settings.threads_folder, turn_id)
         await self._stamp_arrival(msg, turn_id, received_at, where.link)
         if order is not None:
-            await order.may_record()
-        admitted = self.registry.admit_turn(
+            # Recorded in arrival order too: a restart queues open turns in the
+            # registry's order.
+            await order.wait()
+        await self.registry.admit_turn(
             turn_id,
             msg.note.path,
             received_at,
@@ -315,11 +294,6 @@ class Intake:
             sender=msg.sender,
             drain_key=where.drain_key,
         )
-        if order is not None:
-            order.record_placed()
-        await admitted
-        if order is not None:
-            await order.may_queue()
         self.waiting.pop(turn_id, None)
         self.queues.put(where.drain_key, turn_id)
         self.bus.publish("turn.queued", turn=turn_id, thread=where.thread_id, agent=spec.name)

@@ -63,11 +63,6 @@ class GroupCommit(Generic[I, R]):
         self.largest = 0
 
     async def submit(self, item: I) -> R:
-        return await self.enqueue(item)
-
-    def enqueue(self, item: I) -> asyncio.Future[R]:
-        """``item`` joins the next batch now, behind every item enqueued before it;
-        the future has its result. (``submit`` enqueues when it is awaited.)"""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         waiting = self._waiting.get(loop)
@@ -77,7 +72,7 @@ class GroupCommit(Generic[I, R]):
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
         waiting.append((item, future, URGENT.get()))
-        return future
+        return await future
 
     async def _flush(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting[I, R]) -> None:
         batch: list[tuple[I, asyncio.Future[R], bool]] = []

@@ -17,7 +17,6 @@ from the notes.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
@@ -230,11 +229,6 @@ class Registry:
         that came in while the last commit was made (see :meth:`_write_many`)."""
         return cast(T, await self._writes.submit(fn))
 
-    def _write_in_order(self, fn: _WriteFn) -> asyncio.Future[Any]:
-        """As :meth:`_write`, but ``fn`` takes its place among the writes at the call,
-        not when the result is awaited: writes made so land in the order of the calls."""
-        return self._writes.enqueue(fn)
-
     def _write_many(self, fns: Sequence[_WriteFn]) -> list[Any]:
         """On the writer thread: each of ``fns`` under a savepoint of its own (one that
         fails is rolled back alone and fails alone), all in one transaction.
@@ -289,7 +283,7 @@ class Registry:
 
         return await self._write(op)
 
-    def admit_turn(
+    async def admit_turn(
         self,
         turn_id: str,
         note: str,
@@ -304,13 +298,9 @@ class Registry:
         session_id: str,
         sender: str | None,
         drain_key: str,
-    ) -> asyncio.Future[None]:
+    ) -> None:
         """Record an arrived, routed message and make sure its thread exists: one
-        transaction for what would otherwise be three round trips per message.
-
-        Not a coroutine: the record takes its place among the writes at the call, so
-        turns admitted one after another are recorded (and a restart queues them) in
-        that order, while their records still share commits. Await the result."""
+        transaction for what would otherwise be three round trips per message."""
 
         def op(db: sqlite3.Connection) -> None:
             stamp = now_iso()
@@ -329,7 +319,7 @@ class Registry:
                 (agent, channel, subject, sender, thread_id, drain_key, turn_id),
             )
 
-        return self._write_in_order(op)
+        await self._write(op)
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         row = await self._read(

@@ -149,39 +149,3 @@ async def test_writes_that_arrive_together_commit_together_and_fail_alone(
         await registry.close()
     db = sqlite3.connect(tmp_path / "r.db")
     assert db.execute("SELECT count(*) FROM turns").fetchone()[0] == 40
-
-
-async def test_admitted_turns_are_recorded_in_the_order_of_the_calls(tmp_path: Path) -> None:
-    """A restart queues open turns in the registry's order, so admits land in the
-    order they were made however their results are awaited (the intake awaits
-    them side by side), and still share commits."""
-    registry = await Registry.open(tmp_path / "r.db")
-    try:
-        busy = asyncio.ensure_future(registry.add_turn("first", "Inbox/first.md", "x"))
-        await asyncio.sleep(0)  # "first" is on its way
-        admits = [
-            registry.admit_turn(
-                f"m{i:02d}",
-                f"Inbox/{i}.md",
-                "2026-01-01T00:00:00Z",
-                thread_id=f"c:s{i % 3}",
-                agent="a",
-                channel="c",
-                subject=f"s{i % 3}",
-                mode="multi-threaded",
-                thread_note=f"Threads/c/s{i % 3}.md",
-                session_id="s",
-                sender=None,
-                drain_key=f"c:s{i % 3}",
-            )
-            for i in range(30)
-        ]
-        for admitted in reversed(admits):
-            await admitted
-        await busy
-        assert registry._writes.largest > 1
-        assert [t.id for t in await registry.open_turns()] == ["first"] + [
-            f"m{i:02d}" for i in range(30)
-        ]
-    finally:
-        await registry.close()
