@@ -50,7 +50,7 @@ test: $(STAMP) tools
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
-# Benchmarks print figure, value, target, met (about 8 minutes on 2 cores).
+# Benchmarks print figure, value, target, met (about 12 minutes on 2 cores).
 bench: $(STAMP) tools wrk
 	cd bench && VAULTGATE_CLAUDE_BIN=$(abspath $(CLAUDE)) ../$(PY) -W ignore run.py $(BENCH_ARGS)
 

@@ -1,12 +1,12 @@
 """Dispatch throughput: inbound notes to replies and thread upserts, instant backend.
 
-    python bench/dispatch.py [--messages 5000] [--subjects 50] [--rounds 3]
+    python bench/dispatch.py [--messages 5000] [--subjects 50] [--rounds 5]
 
 The notes are written before the gateway starts, so the start-up scan takes
 them all in at once (the watcher's quiet window plays no part); the clock runs
 from the end of start-up to the last reply. The floor, measured right after
 each run, is the same note reads and writes done straight through the vault
-adapter (see ``floor``). Three rounds, each a fresh gateway and its floor; the
+adapter (see ``floor``). Five rounds, each a fresh gateway and its floor; the
 figure is the median, and the JSON has every round.
 """
 
@@ -94,7 +94,7 @@ async def _gateway_rate(messages: int, subjects: int, fsync: bool) -> tuple[floa
     return messages / elapsed, ready - t0
 
 
-async def dispatch(messages: int, subjects: int, fsync: bool = True, rounds: int = 3) -> Result:
+async def dispatch(messages: int, subjects: int, fsync: bool = True, rounds: int = 5) -> Result:
     """The median of ``rounds`` runs, each followed by its floor: this machine's speed
     drifts by a fifth from minute to minute, and one run can land in a slow patch."""
     rates: list[float] = []
@@ -130,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--subjects", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--no-fsync", action="store_true")
     args = parser.parse_args()
     result = dispatch(args.messages, args.subjects, not args.no_fsync, args.rounds)

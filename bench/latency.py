@@ -8,7 +8,7 @@ Watcher: a note is written into Inbox/ and the clock stops at the gateway's
 their own, post ``requests`` messages in all; each answer is a 202 only once
 the note is on disk. The accept floor, measured after each load, is the same
 load on a bare aiohttp route that only writes the note (see ``accept_floor``);
-three rounds of both, each on a fresh gateway, and the figures are medians.
+five rounds of both, each on a fresh gateway, and the figures are medians.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ async def _accept_run(requests: int, clients: int) -> Load:
             await gateway.stop()
 
 
-async def latency(samples: int, requests: int, clients: int, rounds: int = 3) -> list[Result]:
+async def latency(samples: int, requests: int, clients: int, rounds: int = 5) -> list[Result]:
     with run_dir("gateway-") as tmp:
         root = Path(tmp)
         write_agent(root)

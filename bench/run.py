@@ -5,7 +5,7 @@
 Runs, in order: overhead against the bare CLI (real claude, bwrap, the fake
 API), dispatch throughput, HTTP accept and latency to turn start, and scale
 (vault size, thread count, start-up, memory), each in a fresh interpreter.
-About 8 minutes on 2 cores (the throughput figures are medians of rounds);
+About 12 minutes on 2 cores (the throughput figures are medians of rounds);
 ``--quick`` shrinks every run for a smoke test.
 """
 
@@ -40,9 +40,9 @@ def everything(quick: bool) -> list[Result]:
     results: list[Result] = []
     steps: list[tuple[str, Callable[..., Any], tuple[Any, ...]]] = [
         ("overhead", overhead, (5 if quick else 20,)),
-        ("dispatch", dispatch, (500 if quick else 5000, 50, True, 1 if quick else 3)),
-        ("latency", latency, (10 if quick else 50, 500 if quick else 2000, 100, 1 if quick else 3)),
-        ("scale", scale, (200 if quick else 2000, 1 if quick else 5)),
+        ("dispatch", dispatch, (500 if quick else 5000, 50, True, 1 if quick else 5)),
+        ("latency", latency, (10 if quick else 50, 500 if quick else 2000, 100, 1 if quick else 5)),
+        ("scale", scale, (200 if quick else 4000, 1 if quick else 5)),
     ]
     spawn = multiprocessing.get_context("spawn")
     # One folder for every step's runs, deleted at the very end: a step's deletions

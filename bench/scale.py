@@ -1,13 +1,14 @@
 """Cost per turn as vaults and thread counts grow; start-up time; memory over 10,000 turns.
 
-    python bench/scale.py [--messages 2000] [--rounds 5]
+    python bench/scale.py [--messages 4000] [--rounds 5]
 
 Each run dispatches messages with the instant scripted backend (as
 ``dispatch.py``) into a vault that also holds N ordinary notes, or spreads
 them over N threads. Per-turn cost is wall time per turn, each configuration's
 median over five rounds (after an unmeasured warm-up run); the figure is the
-largest over the smallest. Memory is the process's resident set after 5,000
-and after 10,000 turns of the first 10,000-thread run.
+largest over the smallest. Memory is the gateway process's resident set after
+5,000 and after 10,000 turns of the first 10,000-thread run. Each run's
+gateway is a fresh interpreter, as a started `vaultgate serve` is.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,12 +58,20 @@ class Vaults:
         root.mkdir()
         return root
 
+    def make(self, *sizes: int) -> None:
+        """Write each size's ordinary notes, once (before any measured run: the disk
+        is still busy with a freshly written vault for a while after the sync)."""
+        for notes in sizes:
+            if notes not in self._made:
+                root = self.base / f"vault-{notes}"
+                root.mkdir()
+                fill_vault(root, notes)
+                self._made.add(notes)
+        settle_disk()
+
     def get(self, notes: int) -> Path:
         root = self.base / f"vault-{notes}"
-        if notes not in self._made:
-            root.mkdir()
-            fill_vault(root, notes)
-            self._made.add(notes)
+        self.make(notes)
         aside = self.fresh()
         for part in _GATEWAY_PARTS:  # what the last run on this vault left
             if (root / part).exists():
@@ -69,11 +80,26 @@ class Vaults:
 
 
 async def _run(notes: int, messages: int, subjects: int, vaults: Vaults) -> dict[str, Any]:
+    """One run: the vault and its inbound notes are made here, the gateway runs in an
+    interpreter of its own, as `vaultgate serve` would (nothing an earlier run left
+    in this process, its heap or its threads, weighs on the run or on its memory)."""
     root = vaults.get(notes) if notes else vaults.fresh()
     write_agent(root)
     for i in range(messages):
         (root / "Inbox" / f"m{i:05d}.md").write_text(inbound(i, subjects))
     settle_disk()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-W", "ignore", __file__, "--one", str(root), str(messages),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await child.communicate()
+    if child.returncode != 0:
+        raise RuntimeError(f"scale run on {root} failed:\n{err.decode()[-3000:]}")
+    return {"notes": notes, "subjects": subjects, **json.loads(out.decode().splitlines()[-1])}
+
+
+async def _measure(root: Path, messages: int) -> dict[str, Any]:
+    """In the run's own interpreter: start a gateway on ``root`` and time its turns."""
     t0 = time.perf_counter()
     done = 0
     marks: dict[int, float] = {}
@@ -97,8 +123,6 @@ async def _run(notes: int, messages: int, subjects: int, vaults: Vaults) -> dict
     elapsed = time.perf_counter() - t1
     await gateway.stop()
     return {
-        "notes": notes,
-        "subjects": subjects,
         "messages": messages,
         "ready_s": ready,
         "per_turn_ms": elapsed / messages * 1000,
@@ -108,23 +132,28 @@ async def _run(notes: int, messages: int, subjects: int, vaults: Vaults) -> dict
 
 
 async def scale(messages: int, rounds: int = 5) -> list[Result]:
-    """Every configuration once per round, after one unmeasured warm-up run; the
-    per-turn costs compared are each configuration's median over the rounds (this
-    machine's speed drifts from minute to minute, and a configuration should not
-    look costly for running in a slow patch). Memory is from the first round."""
+    """Every configuration once per round, after the vaults are written and one
+    unmeasured warm-up run; the per-turn costs compared are each configuration's
+    median over the rounds (this machine's speed drifts from minute to minute, and
+    a configuration should not look costly for running in a slow patch). Every
+    other round runs the configurations in the reverse order, so none is always
+    the one that runs first, or last. Memory is from the first 10,000-thread run."""
     vault_sizes = (1_000, 10_000, 100_000)
     thread_counts = (10, 1_000, 10_000)
     by_vault: list[list[dict[str, Any]]] = [[] for _ in vault_sizes]
     by_threads: list[list[dict[str, Any]]] = [[] for _ in thread_counts]
+    configurations = [
+        (runs, n, messages, 50) for runs, n in zip(by_vault, vault_sizes, strict=True)
+    ] + [(runs, 0, max(messages, t), t) for runs, t in zip(by_threads, thread_counts, strict=True)]
     with tempfile.TemporaryDirectory(prefix="vg-vaults-") as base:
         vaults = Vaults(Path(base))
+        vaults.make(*vault_sizes)
         # A warm-up run first: first-run costs weigh on no figure.
         await _run(0, min(messages, 200), 50, vaults)
-        for _ in range(rounds):
-            for runs, n in zip(by_vault, vault_sizes, strict=True):
-                runs.append(await _run(n, messages, 50, vaults))
-            for runs, t in zip(by_threads, thread_counts, strict=True):
-                runs.append(await _run(0, max(messages, t), t, vaults))
+        for round_ in range(rounds):
+            order = configurations if round_ % 2 == 0 else configurations[::-1]
+            for runs, notes, count, subjects in order:
+                runs.append(await _run(notes, count, subjects, vaults))
     median = statistics.median
     costs = [median(r["per_turn_ms"] for r in runs) for runs in by_vault + by_threads]
     ratio = max(costs) / min(costs)
@@ -167,9 +196,13 @@ async def scale(messages: int, rounds: int = 5) -> list[Result]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--one", nargs=2, metavar=("VAULT", "MESSAGES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:  # one run, in its own interpreter (see _run)
+        print(json.dumps(asyncio.run(_measure(Path(args.one[0]), int(args.one[1])))))
+        return
     print_table(asyncio.run(scale(args.messages, args.rounds)))
 
 
