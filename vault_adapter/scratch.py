@@ -38,6 +38,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 _PREFIX = "v-"
 
@@ -149,16 +150,24 @@ def fill(fd: int, data: bytes, *, empty: bool = False) -> None:
         os.ftruncate(fd, len(data))
 
 
-def _no_replace() -> Callable[[bytes, bytes], int] | None:
-    """renameat2(..., RENAME_NOREPLACE) from the C library, where there is one."""
+def _libc(name: str, *argtypes: type[ctypes._SimpleCData[Any]]) -> Any | None:
+    """``name`` from the C library, taking ``argtypes`` and returning an int; None
+    where there is no such function."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
+        call = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
+    call.argtypes = list(argtypes)
+    call.restype = ctypes.c_int
+    return call
+
+
+def _no_replace() -> Callable[[bytes, bytes], int] | None:
+    """renameat2(..., RENAME_NOREPLACE) from the C library, where there is one."""
     path, fd = ctypes.c_char_p, ctypes.c_int
-    renameat2.argtypes = [fd, path, fd, path, ctypes.c_uint]
-    renameat2.restype = ctypes.c_int
+    renameat2 = _libc("renameat2", fd, path, fd, path, ctypes.c_uint)
+    if renameat2 is None:
+        return None
     at_fdcwd, noreplace = -100, 1
     return lambda src, dst: int(renameat2(at_fdcwd, src, at_fdcwd, dst, noreplace))
 
@@ -168,12 +177,11 @@ _RENAME_NOREPLACE = _no_replace() if sys.platform.startswith("linux") else None
 
 def _writeback() -> Callable[[int], object] | None:
     """sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) from the C library (Linux)."""
-    try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
+    call = _libc(
+        "sync_file_range", ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint
+    )
+    if call is None:
         return None
-    call.argtypes = [ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong, ctypes.c_uint]
-    call.restype = ctypes.c_int
     return lambda fd: call(fd, 0, 0, 2)
 
 
