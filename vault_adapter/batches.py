@@ -1,5 +1,7 @@
 """Group commit: calls that arrive while a batch is being written go together in the next.
 
+The folder vault uses it twice: for new notes and for field updates.
+
 Making a new note durable costs two journal commits (the file's fsync, then
 its folder's), and on a small machine the kernel work around them (and the
 worker threads handing the interpreter lock back and forth for every system

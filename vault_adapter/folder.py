@@ -131,6 +131,8 @@ class FolderVault:
         self._io = file_workers()
         self._creates: GroupCommit[_NewNote, Note] = GroupCommit(self._create_many, self._io)
         """New notes that arrive together are written and synced together."""
+        self._updates: GroupCommit[_Update, Note] = GroupCommit(self._update_many, self._io)
+        """And so are field updates (see :meth:`_update_many`)."""
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, set[str]] = {}
@@ -212,9 +214,7 @@ class FolderVault:
         ``append_once=(marker, text)`` also appends ``text`` to the body unless
         the body already contains ``marker``, which makes appending idempotent.
         """
-        return await self._io.run(
-            functools.partial(self._update_fields, path, dict(fields), tuple(remove), append_once)
-        )
+        return await self._updates.submit((path, dict(fields), tuple(remove), append_once))
 
     async def rewrite(self, path: str, transform: Callable[[str], str]) -> Note | None:
         """Replace a note's whole text with ``transform(text)``, never over a newer edit.
@@ -283,51 +283,167 @@ class FolderVault:
             )
         return rel, target, data, parsed
 
-    def _update_fields(
+    def _update_many(self, items: Sequence[_Update]) -> list[Note | BaseException]:
+        """Field updates, each exactly as :meth:`update_fields` promises, written as a
+        group (see :mod:`vault_adapter.batches`): each note read and edited, every new
+        version written, then all synced, then each checked against what was read and
+        renamed into place, then one sync per folder. One update's failure is its own.
+
+        A note named twice is updated twice, in order: the second goes in a later
+        round, on top of the first. An update that lost to a person's save (the note
+        changed between our read and our rename) is read and applied again, in the
+        next round. Each round holds its notes' locks from the read to the rename."""
+        results: list[Note | BaseException] = [_PENDING] * len(items)
+        rels: dict[int, str] = {}
+        for index, item in enumerate(items):
+            try:
+                rels[index] = normalize(item[0])
+            except Exception as exc:
+                results[index] = exc
+        tries = dict.fromkeys(rels, 0)
+        pending = list(rels)
+        while pending:
+            now: list[int] = []
+            later: list[int] = []
+            taken: set[str] = set()
+            for index in pending:
+                (later if rels[index] in taken else now).append(index)
+                taken.add(rels[index])
+            with contextlib.ExitStack() as held:
+                for stripe in sorted({self._stripe_of(rels[index]) for index in now}):
+                    held.enter_context(self._stripes[stripe])
+                lost = self._update_round(items, rels, now, results)
+            for index in lost:
+                tries[index] += 1
+                if tries[index] < _UPDATE_ATTEMPTS:
+                    later.append(index)
+                else:
+                    results[index] = WriteConflict(rels[index], _UPDATE_ATTEMPTS)
+            pending = sorted(later)  # submission order: a note's updates stay in order
+        return results
+
+    def _update_round(
         self,
-        path: str,
+        items: Sequence[_Update],
+        rels: Mapping[int, str],
+        indexes: Sequence[int],
+        results: list[Note | BaseException],
+    ) -> list[int]:
+        """One round of :meth:`_update_many` (each note at most once, its lock held);
+        the indexes of the updates that lost to a person's save, to be tried again."""
+        edits: list[_Edit] = []
+        lost: list[int] = []
+        try:
+            for index in indexes:
+                _, fields, remove, append_once = items[index]
+                try:
+                    edit = self._stage_edit(index, rels[index], fields, remove, append_once)
+                except Exception as exc:
+                    results[index] = exc
+                    continue
+                if isinstance(edit, Note):
+                    results[index] = edit  # nothing to change
+                else:
+                    edits.append(edit)
+            if self._fsync:
+                start_writeback(edit.fd for edit in edits)
+            for edit in edits:
+                fd, edit.fd = edit.fd, -1
+                try:
+                    if self._fsync:
+                        os.fsync(fd)
+                    edit.mtime = os.fstat(fd).st_mtime
+                except OSError as exc:
+                    edit.failed = _write_error(edit.rel, exc)
+                finally:
+                    os.close(fd)
+            placed: list[_Edit] = []
+            for edit in edits:
+                if edit.failed is None:
+                    try:
+                        # A person saved the note since we read it. Checked as late as
+                        # possible (the new version is written and synced): their edit
+                        # wins, and ours is applied again to it. Bytes, not mtimes.
+                        if not self._still(edit.rel, edit.target, edit.raw):
+                            self._forget_temp(edit.scratch, edit.tmp)
+                            lost.append(edit.index)
+                            continue
+                        self._replace(edit.scratch, edit.tmp, edit.target)
+                        placed.append(edit)
+                        continue
+                    except OSError as exc:
+                        edit.failed = _write_error(edit.rel, exc)
+                    except Exception as exc:
+                        edit.failed = exc
+                if os.path.lexists(edit.tmp):
+                    self._forget_temp(edit.scratch, edit.tmp)
+                results[edit.index] = edit.failed
+            # Renamed into place and indexed; durable once their folders are synced.
+            unsynced = self._sync_folders({edit.target.parent for edit in placed})
+            for edit in placed:
+                failed = unsynced.get(edit.target.parent)
+                results[edit.index] = failed or self._indexed(
+                    edit.rel, edit.target, edit.note, edit.digest, edit.mtime
+                )
+        finally:
+            for edit in edits:
+                if edit.fd >= 0:  # only if something above went badly wrong
+                    os.close(edit.fd)
+                self._clear_inflight(edit.rel, edit.digest)
+        return lost
+
+    def _stage_edit(
+        self,
+        index: int,
+        rel: str,
         fields: dict[str, Any],
         remove: tuple[str, ...],
         append_once: tuple[str, str] | None,
-    ) -> Note:
-        rel = normalize(path)
+    ) -> Note | _Edit:
+        """Read ``rel``, apply one update and write the new version to a temp file (not
+        yet synced; its fd stays open); the note as it is if the update changes nothing."""
         target = self.path_of(rel)
-        with self._stripe(rel):
-            for _ in range(_UPDATE_ATTEMPTS):
-                raw, info = self._read_stat(rel, target)
-                note = parse_note(rel, raw, info.st_mtime, max_bytes=self.max_note_bytes)
-                text = raw.decode("utf-8-sig")
-                edited = edit_fields(text, fields, remove, path=rel, before=note.frontmatter)
-                new_text, body = edited.text, edited.body
-                if append_once is not None and append_once[0] not in body:
-                    new_text = _append(new_text, append_once[1])
-                    body = _append(body, append_once[1])
-                new = new_text.encode("utf-8")
-                if new == raw:
-                    return note
-                # The new frontmatter was checked by parsing it; what is left to check
-                # is that the whole text splits where we think it does.
-                if split_frontmatter(new_text, rel)[1] != body or b"\x00" in new:
-                    raise NoteParseError(rel, "the edited text would not read back as a note")
-                expected = Note.model_construct(
-                    path=rel,
-                    frontmatter=edited.frontmatter,
-                    body=body,
-                    tags=normalize_tags(edited.frontmatter.get("tags")),
-                    mtime=0.0,
-                    content_hash="",
-                )
-                committed = self._commit(
-                    rel,
-                    target,
-                    new,
-                    unchanged=raw,
-                    parsed=expected,
-                    mode=info.st_mode & 0o7777,
-                )
-                if committed is not None:
-                    return committed
-        raise WriteConflict(rel, _UPDATE_ATTEMPTS)
+        raw, info = self._read_stat(rel, target)
+        note = parse_note(rel, raw, info.st_mtime, max_bytes=self.max_note_bytes)
+        text = raw.decode("utf-8-sig")
+        edited = edit_fields(text, fields, remove, path=rel, before=note.frontmatter)
+        new_text, body = edited.text, edited.body
+        if append_once is not None and append_once[0] not in body:
+            new_text = _append(new_text, append_once[1])
+            body = _append(body, append_once[1])
+        new = new_text.encode("utf-8")
+        if new == raw:
+            return note
+        # The new frontmatter was checked by parsing it; what is left to check is
+        # that the whole text splits where we think it does.
+        if split_frontmatter(new_text, rel)[1] != body or b"\x00" in new:
+            raise NoteParseError(rel, "the edited text would not read back as a note")
+        expected = Note.model_construct(
+            path=rel,
+            frontmatter=edited.frontmatter,
+            body=body,
+            tags=normalize_tags(edited.frontmatter.get("tags")),
+            mtime=0.0,
+            content_hash="",
+        )
+        digest = content_hash(new)
+        self._mark_inflight(rel, digest)
+        try:
+            # A note that was just read has its folder: no need to look for it.
+            scratch, fd, tmp, _ = self._temp_for(target, exists=True)
+            try:
+                os.fchmod(fd, info.st_mode & 0o7777)
+                fill(fd, new)
+            except BaseException:
+                os.close(fd)
+                self._forget_temp(scratch, tmp)
+                raise
+        except BaseException as exc:
+            self._clear_inflight(rel, digest)
+            if isinstance(exc, OSError):
+                raise _write_error(rel, exc) from exc
+            raise
+        return _Edit(index, rel, target, raw, expected, digest, scratch, fd, tmp)
 
     @overload
     def _commit(
@@ -860,7 +976,11 @@ class FolderVault:
                     yield rel, entry.path
 
     def _stripe(self, rel: str) -> threading.Lock:
-        return self._stripes[zlib.crc32(rel.encode()) % _LOCK_STRIPES]
+        return self._stripes[self._stripe_of(rel)]
+
+    @staticmethod
+    def _stripe_of(rel: str) -> int:
+        return zlib.crc32(rel.encode()) % _LOCK_STRIPES
 
     def _mark_inflight(self, rel: str, digest: str) -> None:
         with self._inflight_lock:
@@ -890,6 +1010,9 @@ class FolderVault:
 _NewNote = tuple[str, Mapping[str, Any], str]
 """What :meth:`FolderVault.create` is given: path, frontmatter, body."""
 
+_Update = tuple[str, dict[str, Any], tuple[str, ...], tuple[str, str] | None]
+"""What :meth:`FolderVault.update_fields` is given: path, fields, keys to drop, append_once."""
+
 _PENDING = VaultError("not written")
 
 
@@ -906,6 +1029,23 @@ class _Staged:
     fd: int
     tmp: str
     failed: VaultError | None = None
+
+
+@dataclass(slots=True)
+class _Edit:
+    """One update of a group: the note as read, its next version in a temp file."""
+
+    index: int
+    rel: str
+    target: Path
+    raw: bytes
+    note: Note
+    digest: str
+    scratch: Scratch | None
+    fd: int
+    tmp: str
+    mtime: float = 0.0
+    failed: BaseException | None = None
 
 
 def _write_error(rel: str, exc: OSError) -> VaultError:

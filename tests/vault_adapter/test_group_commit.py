@@ -1,16 +1,18 @@
-"""New notes created together are written as one group (vault_adapter/batches.py)."""
+"""New notes, and field updates, that arrive together are written as groups
+(vault_adapter/batches.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from vault_adapter import FolderVault, NoteExists, VaultError
+from vault_adapter import FolderVault, NoteExists, NoteNotFound, NoteParseError, VaultError
 from vault_adapter.batches import GroupCommit
 from vault_adapter.workers import Workers
 
@@ -35,6 +37,86 @@ async def test_creates_that_arrive_together_are_written_in_groups(vault_dir: Pat
         assert on_disk.body == f"text {i}\n"
         assert vault.index.hash_of(f"Inbox/m{i}.md") == on_disk.content_hash
     assert _scratch_names(vault) == set()  # every temp file became a note
+
+
+async def test_updates_that_arrive_together_go_in_groups_and_keep_their_order(
+    vault_dir: Path,
+) -> None:
+    vault = FolderVault(vault_dir, scratch=vault_dir / ".vaultgate" / "scratch")
+    for n in range(10):
+        await vault.create(f"Inbox/n{n}.md", {"id": f"n{n}"}, "text\n")
+    calls = [
+        vault.update_fields(
+            f"Inbox/n{i % 10}.md",
+            {"last": i, f"k{i}": i},
+            append_once=(f"<!-- {i} -->", f"<!-- {i} -->\nline {i}\n"),
+        )
+        for i in range(100)
+    ]
+    results = await asyncio.gather(*calls)
+    assert vault._updates.batches < 100
+    assert vault._updates.largest > 1  # they did go together
+    for n in range(10):
+        mine = [i for i in range(100) if i % 10 == n]
+        note = await vault.read(f"Inbox/n{n}.md")
+        # Each update went on top of the one before it, in the order they were made.
+        assert note.frontmatter == {"id": f"n{n}", **{f"k{i}": i for i in mine}, "last": mine[-1]}
+        assert [int(i) for i in re.findall(r"line (\d+)", note.body)] == mine
+        assert results[mine[-1]] == note.model_copy(update={"mtime": results[mine[-1]].mtime})
+        assert vault.index.hash_of(f"Inbox/n{n}.md") == note.content_hash
+    assert all(name.startswith("v-") for name in _scratch_names(vault))  # spares only
+
+
+async def test_one_bad_update_in_a_group_fails_alone(vault_dir: Path) -> None:
+    vault = FolderVault(vault_dir, scratch=vault_dir / ".vaultgate" / "scratch")
+    await vault.create("Inbox/a.md", {"id": "a"}, "a\n")
+    await vault.create("Inbox/b.md", {"id": "b"}, "b\n")
+    (vault_dir / "Inbox" / "broken.md").write_text("---\nagent: [x\n---\nkeep me\n")
+    results = await asyncio.gather(
+        vault.update_fields("Inbox/a.md", {"status": "done"}),
+        vault.update_fields("Inbox/missing.md", {"status": "done"}),
+        vault.update_fields("Inbox/broken.md", {"status": "done"}),
+        vault.update_fields("../etc/passwd.md", {"status": "done"}),
+        vault.update_fields("Inbox/b.md", {"status": "done"}),
+        return_exceptions=True,
+    )
+    assert vault._updates.largest > 1
+    a, missing, broken, dotdot, b = results
+    assert not isinstance(a, BaseException) and a.frontmatter == {"id": "a", "status": "done"}
+    assert not isinstance(b, BaseException) and b.frontmatter == {"id": "b", "status": "done"}
+    assert isinstance(missing, NoteNotFound)
+    assert isinstance(broken, NoteParseError)
+    assert isinstance(dotdot, VaultError)
+    assert (vault_dir / "Inbox" / "broken.md").read_text() == "---\nagent: [x\n---\nkeep me\n"
+    assert not (vault_dir / "Inbox" / "missing.md").exists()
+
+
+async def test_an_update_that_loses_to_a_save_in_a_group_is_applied_to_the_save(
+    vault_dir: Path,
+) -> None:
+    saved: list[str] = []
+
+    def person_saves_once(rel: str) -> None:
+        if rel == "Inbox/b.md" and not saved:
+            saved.append(rel)
+            target = vault_dir / rel
+            target.write_text(target.read_text().replace("body\n", "body, edited by a person\n"))
+
+    vault = FolderVault(
+        vault_dir,
+        scratch=vault_dir / ".vaultgate" / "scratch",
+        before_replace=person_saves_once,
+    )
+    for name in "abc":
+        await vault.create(f"Inbox/{name}.md", {"id": name}, "body\n")
+    notes = await asyncio.gather(
+        *(vault.update_fields(f"Inbox/{name}.md", {"status": "done"}) for name in "abc")
+    )
+    assert saved == ["Inbox/b.md"]
+    assert [n.frontmatter for n in notes] == [{"id": x, "status": "done"} for x in "abc"]
+    assert notes[1].body == "body, edited by a person\n"
+    on_disk = (vault_dir / "Inbox" / "b.md").read_text()
+    assert on_disk == "---\nid: b\nstatus: done\n---\nbody, edited by a person\n"
 
 
 async def test_one_bad_note_in_a_group_fails_alone(vault_dir: Path) -> None:
