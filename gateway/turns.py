@@ -46,6 +46,29 @@ from vault_adapter.folder import NoteExists
 
 log = logging.getLogger(__name__)
 
+IN_HAND_PER_SLOT = 16
+"""Turns in hand at once, per slot (``max_concurrent_turns``): read, composed,
+running or being recorded. The rest wait in their queues as ids. Without a
+bound, a burst of messages to thousands of threads had every one of them read
+and composed, each waiting for a slot with its note and prompt in memory."""
+
+
+class _Room:
+    """One turn's place among those in hand; given back while its thread is paused."""
+
+    def __init__(self, places: asyncio.Semaphore) -> None:
+        self._places = places
+        self._held = False
+
+    async def take(self) -> None:
+        await self._places.acquire()
+        self._held = True
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._places.release()
+
 
 async def _cancel(task: asyncio.Task[TurnResult]) -> None:
     """Cancel a backend run and wait until it has cleaned up (its processes are gone)."""
@@ -91,24 +114,35 @@ class TurnRunner:
         """Per thread: set when an operator resumes (or resets) it."""
         self._recorded: dict[str, tuple[TurnRecord, ThreadRecord | None]] = {}
         """Turns just recorded by :meth:`run` (with their threads), handed to :meth:`finish`."""
+        self._in_hand = asyncio.Semaphore(IN_HAND_PER_SLOT * settings.max_concurrent_turns)
 
     async def run(self, turn_id: str) -> None:
         """Run the turn's backend and record its outcome (unless already recorded)."""
-        turn, thread = await self.registry.turn_with_thread(turn_id)
-        if turn is None or turn.finalized or turn.has_result:
-            return
-        thread = await self._unpaused(turn, thread)
-        outcome = await self._execute(turn, thread)
-        self._recorded[turn_id] = await self._record(turn_id, outcome)
+        room = _Room(self._in_hand)
+        await room.take()
+        try:
+            turn, thread = await self.registry.turn_with_thread(turn_id)
+            if turn is None or turn.finalized or turn.has_result:
+                return
+            thread = await self._unpaused(turn, thread, room)
+            outcome = await self._execute(turn, thread)
+            self._recorded[turn_id] = await self._record(turn_id, outcome)
+        finally:
+            room.give_back()
 
-    async def _unpaused(self, turn: TurnRecord, thread: ThreadRecord | None) -> ThreadRecord | None:
-        """Wait while the turn's thread is paused or terminated; the thread as it then is."""
+    async def _unpaused(
+        self, turn: TurnRecord, thread: ThreadRecord | None, room: _Room
+    ) -> ThreadRecord | None:
+        """Wait while the turn's thread is paused or terminated (without its place in
+        hand, which another thread's turn can use); the thread as it then is."""
         while thread is not None and turn.thread_id is not None:
             if thread.status not in ("paused", "terminated"):
                 break
             event = self.resumed.setdefault(thread.id, asyncio.Event())
             event.clear()
+            room.give_back()
             await event.wait()
+            await room.take()
             thread = await self.registry.get_thread(turn.thread_id)
         return thread
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from gateway.prompt import SEPARATOR
+from gateway.turns import IN_HAND_PER_SLOT
 from tests.helpers.harness import Harness, definition, message
 
 
@@ -148,3 +149,31 @@ async def test_an_exhausted_thread_budget_pauses_the_thread_and_says_why(
     assert "paused" in harness.note(second["reply"]).body
     assert harness.note("Threads/b/b--s.md").frontmatter["status"] == "paused"
     assert len(harness.backend.calls) == 1
+
+
+async def test_turns_waiting_on_paused_threads_leave_room_for_other_threads(
+    harness: Harness,
+) -> None:
+    # One slot: sixteen turns in hand at once (IN_HAND_PER_SLOT). Seventeen
+    # paused threads each with a turn waiting would take every place if a turn
+    # kept its place while its thread is paused.
+    paused = IN_HAND_PER_SLOT + 1
+    harness.write("Agents/b.md", definition("b"))
+    gateway = await harness.start(max_concurrent_turns=1)
+    for i in range(paused):
+        harness.write(f"Inbox/first{i}.md", message("b", "first", subject=f"s{i}"))
+    firsts = await harness.done(paused)
+    assert gateway.control is not None
+    for done in firsts:
+        await gateway.control.apply(done["thread"], "pause", source="test")
+    for i in range(paused):
+        harness.write(f"Inbox/second{i}.md", message("b", "second", subject=f"s{i}"))
+    await harness.wait_count(("turn.queued",), 2 * paused)
+    harness.write("Inbox/other.md", message("b", "another thread", subject="other"))
+    [*_, other] = await harness.done(paused + 1)
+    assert other["thread"] not in {done["thread"] for done in firsts}
+    assert len(harness.backend.calls) == paused + 1  # the paused threads' turns wait
+    for done in firsts:
+        await gateway.control.apply(done["thread"], "resume", source="test")
+    await harness.done(2 * paused + 1)
+    assert len(harness.backend.calls) == 2 * paused + 1
