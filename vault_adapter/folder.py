@@ -51,7 +51,14 @@ from vault_adapter.scan import (
     default_processes,
     scan_chunks,
 )
-from vault_adapter.scratch import Scratch, fill, move_new, start_writeback, write_over
+from vault_adapter.scratch import (
+    Scratch,
+    exchange,
+    fill,
+    move_new,
+    start_writeback,
+    write_over,
+)
 from vault_adapter.watch import EventKind, VaultEvent, Watcher
 from vault_adapter.workers import file_workers
 
@@ -102,6 +109,7 @@ class FolderVault:
         fsync: bool = True,
         scratch: Scratch | str | os.PathLike[str] | None = None,
         before_replace: Callable[[str], None] | None = None,
+        after_check: Callable[[str], None] | None = None,
         scan_processes: int | None = None,
         parallel_scan_from: int = PARALLEL_FROM,
     ) -> None:
@@ -111,7 +119,8 @@ class FolderVault:
 
         ``before_replace`` is a fault-injection seam for tests: it is called with the
         path inside ``update_fields`` after the new text is computed and before the
-        final check-and-rename, which is where a concurrent human edit would land.
+        final check-and-rename, which is where a concurrent human edit would land;
+        ``after_check`` is called after that check, just before the rename.
 
         ``scan_processes`` worker processes (default: one per CPU, none on one CPU)
         index a vault of ``parallel_scan_from`` notes or more in ``rescan(wanted)``."""
@@ -126,6 +135,7 @@ class FolderVault:
         self.poll_interval_s = poll_interval_s
         self._fsync = fsync
         self._before_replace = before_replace
+        self._after_check = after_check
         self.scan_processes = default_processes() if scan_processes is None else scan_processes
         self.parallel_scan_from = parallel_scan_from
         self._io = file_workers()
@@ -361,14 +371,18 @@ class FolderVault:
             for edit in edits:
                 if edit.failed is None:
                     try:
-                        # A person saved the note since we read it. Checked as late as
-                        # possible (the new version is written and synced): their edit
-                        # wins, and ours is applied again to it. Bytes, not mtimes.
-                        if not self._still(edit.rel, edit.target, edit.raw):
+                        # A person saved the note since we read it: checked as late as
+                        # possible (the new version is written and synced), and once
+                        # more by the swap. Their edit wins; ours is applied to it again.
+                        checked = self._still(edit.rel, edit.target, edit.raw)
+                        events = None
+                        if checked is not None:
+                            events = self._swap_in(edit.scratch, edit.tmp, edit.target, checked)
+                        if events is None:
                             self._forget_temp(edit.scratch, edit.tmp)
                             lost.append(edit.index)
                             continue
-                        self._replace(edit.scratch, edit.tmp, edit.target)
+                        edit.events = events
                         placed.append(edit)
                         continue
                     except OSError as exc:
@@ -383,7 +397,7 @@ class FolderVault:
             for edit in placed:
                 failed = unsynced.get(edit.target.parent)
                 results[edit.index] = failed or self._indexed(
-                    edit.rel, edit.target, edit.note, edit.digest, edit.mtime
+                    edit.rel, edit.target, edit.note, edit.digest, edit.mtime, edit.events
                 )
         finally:
             for edit in edits:
@@ -499,13 +513,17 @@ class FolderVault:
             try:
                 os.fchmod(fd, mode)
                 written = write_over(fd, data, sync=self._fsync)
-                if unchanged is not None and not self._still(rel, target, unchanged):
-                    # A person saved the note since we read it. Checked as late as
-                    # possible (the new version is written and synced): their edit
-                    # wins, the caller re-applies ours to it. Bytes, not mtimes.
+                checked = None
+                if unchanged is not None:
+                    # As in _update_round: a save since our read wins.
+                    checked = self._still(rel, target, unchanged)
+                    if checked is None:
+                        self._forget_temp(scratch, tmp)
+                        return None
+                events = self._swap_in(scratch, tmp, target, checked)
+                if events is None:
                     self._forget_temp(scratch, tmp)
                     return None
-                self._replace(scratch, tmp, target)
             except BaseException:
                 if os.path.lexists(tmp):
                     self._forget_temp(scratch, tmp)
@@ -515,7 +533,7 @@ class FolderVault:
             if note is None:
                 self.index.put_broken(rel, digest)
                 raise NoteParseError(rel, "the rewritten text is not a valid note")
-            return self._indexed(rel, target, note, digest, written.st_mtime)
+            return self._indexed(rel, target, note, digest, written.st_mtime, events)
         except OSError as exc:
             raise _write_error(rel, exc) from exc
         finally:
@@ -549,9 +567,16 @@ class FolderVault:
         return None, fd, tmp, False
 
     def _indexed(
-        self, rel: str, target: Path, note: Note, digest: str, mtime: float | None = None
+        self,
+        rel: str,
+        target: Path,
+        note: Note,
+        digest: str,
+        mtime: float | None = None,
+        events: int = 1,
     ) -> Note:
-        """Index what was just written to ``target`` and remember the write as ours."""
+        """Index what was just written to ``target`` and remember the write as ours
+        (it made ``events`` file events at ``target``)."""
         info: os.stat_result | None = None
         with contextlib.suppress(OSError):
             info = os.stat(target)  # after the rename (its ctime)
@@ -560,7 +585,7 @@ class FolderVault:
         note = note.model_copy(update={"mtime": mtime, "content_hash": digest})
         self.index.put(note)
         if info is not None:
-            self._remember_write(rel, info)
+            self._remember_write(rel, info, events)
         return note
 
     def _create_many(self, items: Sequence[_NewNote]) -> list[Note | BaseException]:
@@ -691,17 +716,45 @@ class FolderVault:
         return self.scratch if known else None
 
     @staticmethod
-    def _replace(scratch: Scratch | None, tmp: str, target: Path) -> None:
-        """Rename ``tmp`` over ``target``, keeping the replaced version as a spare."""
-        held = scratch.hold(target) if scratch is not None else None
-        try:
-            os.replace(tmp, target)
-        except BaseException:
-            if held is not None:
-                Scratch.drop(held)  # the note still names that inode: nothing is freed
-            raise
-        if held is not None and scratch is not None:
-            scratch.retire(held)
+    def _swap_in(
+        scratch: Scratch | None, tmp: str, target: Path, checked: os.stat_result | None
+    ) -> int | None:
+        """Put the new version ``tmp`` at ``target``; the file events that made there.
+
+        ``checked``: the status of the version just read at ``target`` and found
+        unchanged (None: there is nothing to check, replace whatever is there).
+        The check and a rename are two steps, and a save landing between them
+        would be lost: so the new version and the old swap names in one step, the
+        old one is looked at, and if it is not the one checked (a save came in
+        between) it goes back at once and this returns None (the caller applies
+        its edit to it again). The old version stays in the scratch folder as a
+        spare (or is freed, without one)."""
+        swapped = False
+        if checked is not None:
+            try:
+                swapped = exchange(tmp, target)
+            except FileNotFoundError:
+                return None  # deleted since the check: the caller looks again
+        if not swapped or checked is None:  # nothing to check, or no exchange here
+            held = scratch.hold(target) if scratch is not None else None
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                if held is not None:
+                    Scratch.drop(held)  # the note still names that inode: nothing is freed
+                raise
+            if held is not None and scratch is not None:
+                scratch.retire(held)
+            return 1
+        old = os.lstat(tmp)
+        if _version(old) != _version(checked):
+            exchange(tmp, target)  # theirs back; ours is at ``tmp`` again
+            return None
+        if scratch is not None:
+            scratch.retire(tmp)
+        else:
+            Scratch.drop(tmp)
+        return 2  # the move to ``target``, and the move away from it
 
     @staticmethod
     def _forget_temp(scratch: Scratch | None, tmp: str) -> None:
@@ -711,16 +764,21 @@ class FolderVault:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
 
-    def _still(self, rel: str, target: Path, expected: bytes) -> bool:
+    def _still(self, rel: str, target: Path, expected: bytes) -> os.stat_result | None:
+        """The status of ``target`` if it still holds ``expected``; None if not."""
         if self._before_replace is not None:
             self._before_replace(rel)
         try:
-            current, _ = self._read_raw(rel, target)
+            current, info = self._read_stat(rel, target)
         except (NoteNotFound, NoteParseError):
-            return False
+            return None
         # An editor that saves in place truncates first: an empty file is a save in
         # progress, never something to stamp over.
-        return current == expected and bool(current)
+        if current != expected or not current:
+            return None
+        if self._after_check is not None:
+            self._after_check(rel)
+        return info
 
     def _delete(self, path: str) -> None:
         rel = normalize(path)
@@ -851,12 +909,12 @@ class FolderVault:
         self.index.put(note)
         return ScanItem(rel, note, None)
 
-    def _remember_write(self, rel: str, info: os.stat_result) -> None:
+    def _remember_write(self, rel: str, info: os.stat_result, events: int = 1) -> None:
         with self._inflight_lock:
             if len(self._written) >= _WRITES_REMEMBERED:
                 self._written.clear()  # only a shortcut: forgetting costs a read
             earlier = self._written.get(rel)
-            self._written[rel] = (_identity(info), earlier[1] + 1 if earlier else 1)
+            self._written[rel] = (_identity(info), (earlier[1] if earlier else 0) + events)
 
     def _unchanged_since_written(self, rel: str, events: int) -> bool:
         """True when every event seen for ``rel`` was one of our writes (each raises
@@ -1045,11 +1103,18 @@ class _Edit:
     fd: int
     tmp: str
     mtime: float = 0.0
+    events: int = 1
     failed: BaseException | None = None
 
 
 def _write_error(rel: str, exc: OSError) -> VaultError:
     return VaultError(f"{rel}: cannot write note: {exc.strerror or exc}")
+
+
+def _version(info: os.stat_result) -> tuple[int, int, int, int]:
+    """One version of a note: the same file, with the same size and mtime (a rename
+    changes its ctime)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:

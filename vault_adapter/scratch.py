@@ -162,17 +162,19 @@ def _libc(name: str, *argtypes: type[ctypes._SimpleCData[Any]]) -> Any | None:
     return call
 
 
-def _no_replace() -> Callable[[bytes, bytes], int] | None:
-    """renameat2(..., RENAME_NOREPLACE) from the C library, where there is one."""
+def _renameat2(flags: int) -> Callable[[bytes, bytes], int] | None:
+    """renameat2(..., flags) from the C library, where there is one."""
     path, fd = ctypes.c_char_p, ctypes.c_int
     renameat2 = _libc("renameat2", fd, path, fd, path, ctypes.c_uint)
     if renameat2 is None:
         return None
-    at_fdcwd, noreplace = -100, 1
-    return lambda src, dst: int(renameat2(at_fdcwd, src, at_fdcwd, dst, noreplace))
+    at_fdcwd = -100
+    return lambda src, dst: int(renameat2(at_fdcwd, src, at_fdcwd, dst, flags))
 
 
-_RENAME_NOREPLACE = _no_replace() if sys.platform.startswith("linux") else None
+_LINUX = sys.platform.startswith("linux")
+_RENAME_NOREPLACE = _renameat2(1) if _LINUX else None
+_RENAME_EXCHANGE = _renameat2(2) if _LINUX else None
 
 
 def _writeback() -> Callable[[int], object] | None:
@@ -185,7 +187,7 @@ def _writeback() -> Callable[[int], object] | None:
     return lambda fd: call(fd, 0, 0, 2)
 
 
-_START_WRITEBACK = _writeback() if sys.platform.startswith("linux") else None
+_START_WRITEBACK = _writeback() if _LINUX else None
 
 
 def start_writeback(fds: Iterable[int]) -> None:
@@ -213,6 +215,21 @@ def move_new(src: str, dst: str | os.PathLike[str]) -> None:
     os.link(src, dst)
     with contextlib.suppress(OSError):
         os.unlink(src)  # the new name keeps the inode: only a name goes
+
+
+def exchange(first: str, second: str | os.PathLike[str]) -> bool:
+    """Swap the files two names point at, in one step (both must exist); False where
+    the system or the filesystem cannot, and then nothing happened."""
+    global _RENAME_EXCHANGE
+    if _RENAME_EXCHANGE is None:
+        return False
+    if _RENAME_EXCHANGE(os.fsencode(first), os.fsencode(second)) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        raise OSError(err, os.strerror(err), os.fspath(second))
+    _RENAME_EXCHANGE = None  # a filesystem without it: plain renames from now on
+    return False
 
 
 def _unlink(path: str) -> None:

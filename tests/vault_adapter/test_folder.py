@@ -51,6 +51,38 @@ async def test_update_fields_racing_a_human_edit_keeps_both(vault_dir: Path) -> 
     assert (vault_dir / "n.md").read_text() == expected
 
 
+@pytest.mark.parametrize("spares", [True, False], ids=["scratch", "temp-beside-the-note"])
+async def test_a_save_between_the_check_and_the_rename_is_kept(
+    vault_dir: Path, spares: bool
+) -> None:
+    """The last moment a person's save can land: after the note was found unchanged,
+    before the new version is renamed in. Their save stays, and the fields are
+    applied to it."""
+    saves = iter(["saved by a person\n"])
+
+    def person_saves_atomically(rel: str) -> None:
+        text = next(saves, None)
+        if text is not None:
+            target = vault_dir / rel
+            tmp = target.with_name(".n.md.person.tmp")
+            tmp.write_text(target.read_text().replace("original body\n", text))
+            os.replace(tmp, target)
+
+    v = FolderVault(
+        vault_dir,
+        scratch=vault_dir / ".vaultgate" / "scratch" if spares else None,
+        after_check=person_saves_atomically,
+    )
+    await v.write("n.md", {"owner": "alice"}, "original body\n")
+    note = await v.update_fields("n.md", {"status": "done"})
+    expected = "---\nowner: alice\nstatus: done\n---\nsaved by a person\n"
+    assert (vault_dir / "n.md").read_text() == expected
+    assert note.body == "saved by a person\n"
+    assert v.index.hash_of("n.md") == (await v.read("n.md")).content_hash
+    leftovers = [name for name in os.listdir(vault_dir) if name.endswith(".tmp")]
+    assert leftovers == []
+
+
 async def test_concurrent_field_updates_lose_nothing(vault: FolderVault) -> None:
     await vault.write("n.md", {"title": "t"}, "body\n")
     await asyncio.gather(*(vault.update_fields("n.md", {f"k{i}": i}) for i in range(40)))
