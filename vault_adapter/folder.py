@@ -441,13 +441,27 @@ class FolderVault:
             content_hash="",
         )
         digest = content_hash(new)
+        # A note that was just read has its folder: no need to look for it.
+        scratch, fd, tmp = self._write_temp(
+            rel, target, new, digest, exists=True, mode=info.st_mode & 0o7777
+        )
+        return _Edit(index, rel, target, raw, expected, digest, scratch, fd, tmp)
+
+    def _write_temp(
+        self, rel: str, target: Path, data: bytes, digest: str, *, exists: bool, mode: int | None
+    ) -> tuple[Scratch | None, int, str]:
+        """Mark ``digest`` in flight for ``rel`` and write ``data`` to a temp file for
+        ``target`` (not yet synced; its fd stays open). ``mode``: the note's, for a
+        new version; None for a new note (``0666 & ~umask``)."""
         self._mark_inflight(rel, digest)
         try:
-            # A note that was just read has its folder: no need to look for it.
-            scratch, fd, tmp, _ = self._temp_for(target, exists=True)
+            scratch, fd, tmp, fresh = self._temp_for(
+                target, exists=exists, create_mode=_NEW_FILE_MODE if mode is None else 0o600
+            )
             try:
-                os.fchmod(fd, info.st_mode & 0o7777)
-                fill(fd, new)
+                if mode is not None or not fresh:
+                    os.fchmod(fd, _NEW_FILE_MODE if mode is None else mode)
+                fill(fd, data, empty=fresh)
             except BaseException:
                 os.close(fd)
                 self._forget_temp(scratch, tmp)
@@ -457,7 +471,7 @@ class FolderVault:
             if isinstance(exc, OSError):
                 raise _write_error(rel, exc) from exc
             raise
-        return _Edit(index, rel, target, raw, expected, digest, scratch, fd, tmp)
+        return scratch, fd, tmp
 
     @overload
     def _commit(
@@ -644,25 +658,10 @@ class FolderVault:
         rel, target, data, parsed = self._rendered(path, frontmatter, body, resolve)
         digest, note = self._checked(rel, data, parsed)
         assert note is not None
-        self._mark_inflight(rel, digest)
-        try:
-            scratch, fd, tmp, fresh = self._temp_for(
-                target, exists=target.parent in folders_seen, create_mode=_NEW_FILE_MODE
-            )
-            folders_seen.add(target.parent)
-            try:
-                if not fresh:
-                    os.fchmod(fd, _NEW_FILE_MODE)
-                fill(fd, data, empty=fresh)
-            except BaseException:
-                os.close(fd)
-                self._forget_temp(scratch, tmp)
-                raise
-        except BaseException as exc:
-            self._clear_inflight(rel, digest)
-            if isinstance(exc, OSError):
-                raise _write_error(rel, exc) from exc
-            raise
+        scratch, fd, tmp = self._write_temp(
+            rel, target, data, digest, exists=target.parent in folders_seen, mode=None
+        )
+        folders_seen.add(target.parent)
         return _Staged(index, rel, target, note, digest, scratch, fd, tmp)
 
     def _new_note_resolver(self) -> Callable[[str], Path]:
