@@ -371,13 +371,9 @@ class FolderVault:
             for edit in edits:
                 if edit.failed is None:
                     try:
-                        # A person saved the note since we read it: checked as late as
-                        # possible (the new version is written and synced), and once
-                        # more by the swap. Their edit wins; ours is applied to it again.
-                        checked = self._still(edit.rel, edit.target, edit.raw)
-                        events = None
-                        if checked is not None:
-                            events = self._swap_in(edit.scratch, edit.tmp, edit.target, checked)
+                        events = self._put_in(
+                            edit.rel, edit.target, edit.scratch, edit.tmp, edit.raw
+                        )
                         if events is None:
                             self._forget_temp(edit.scratch, edit.tmp)
                             lost.append(edit.index)
@@ -527,14 +523,7 @@ class FolderVault:
             try:
                 os.fchmod(fd, mode)
                 written = write_over(fd, data, sync=self._fsync)
-                checked = None
-                if unchanged is not None:
-                    # As in _update_round: a save since our read wins.
-                    checked = self._still(rel, target, unchanged)
-                    if checked is None:
-                        self._forget_temp(scratch, tmp)
-                        return None
-                events = self._swap_in(scratch, tmp, target, checked)
+                events = self._put_in(rel, target, scratch, tmp, unchanged)
                 if events is None:
                     self._forget_temp(scratch, tmp)
                     return None
@@ -714,6 +703,21 @@ class FolderVault:
             self._scratch_ok[key] = known
         return self.scratch if known else None
 
+    def _put_in(
+        self, rel: str, target: Path, scratch: Scratch | None, tmp: str, unchanged: bytes | None
+    ) -> int | None:
+        """Put the written and synced ``tmp`` at ``target``, only if the note still holds
+        ``unchanged`` (when given); the file events that made (see :meth:`_swap_in`),
+        or None if a person saved the note since it was read: their edit wins and the
+        caller applies its own to it again. Checked as late as possible, and once
+        more by the swap. Bytes, not mtimes."""
+        checked = None
+        if unchanged is not None:
+            checked = self._still(rel, target, unchanged)
+            if checked is None:
+                return None
+        return self._swap_in(scratch, tmp, target, checked)
+
     @staticmethod
     def _swap_in(
         scratch: Scratch | None, tmp: str, target: Path, checked: os.stat_result | None
@@ -747,7 +751,10 @@ class FolderVault:
             return 1
         old = os.lstat(tmp)
         if _version(old) != _version(checked):
-            exchange(tmp, target)  # theirs back; ours is at ``tmp`` again
+            try:
+                exchange(tmp, target)  # theirs back; ours is at ``tmp`` again
+            except OSError:
+                os.replace(tmp, target)  # theirs back all the same; ours is dropped
             return None
         if scratch is not None:
             scratch.retire(tmp)
@@ -916,9 +923,10 @@ class FolderVault:
             self._written[rel] = (_identity(info), (earlier[1] if earlier else 0) + events)
 
     def _unchanged_since_written(self, rel: str, events: int) -> bool:
-        """True when every event seen for ``rel`` was one of our writes (each raises
-        exactly one on the note's path: the rename or the link) and the file is
-        still what the last one left: same inode, size, mtime and ctime.
+        """True when every event seen for ``rel`` was one of our writes (each raises a
+        known number on the note's path: one for a rename or a link, two for an
+        exchange, see :meth:`_swap_in`) and the file is still what the last one
+        left: same inode, size, mtime and ctime.
 
         The event count is what makes this safe: timestamps are only as fine as the
         kernel's clock tick, so a person's same-length save in the same tick would
