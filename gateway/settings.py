@@ -70,6 +70,12 @@ class Settings(BaseModel):
     history_turns: int = Field(
         6, ge=0, description="Turns of history re-sent when a lost session restarts."
     )
+    thread_note_turns: int = Field(
+        50,
+        ge=2,
+        description="Most turns a thread note shows; past that, the older half move to an "
+        "archive note beside it.",
+    )
 
     # Default per-turn limits (a definition may tighten or loosen them)
     limit_turns: int = Field(20, ge=1, description="Default --max-turns per turn.")

@@ -10,10 +10,19 @@ The thread note is a projection of the registry: its counters are written
 from the registry's aggregates (never incremented in the note), and each
 turn appends one section to the body, marked with the turn's id, so that
 writing it again after a crash changes nothing.
+
+A thread note shows the recent conversation, not all of it: once it holds
+more than ``thread_note_turns`` sections, the older ones move, word for word,
+to an archive note beside it (``Threads/<channel>/<leaf>/part-0001.md`` and
+on), linked from the thread note's ``earlier_turns``. A note that grew by a
+section every turn forever would be rewritten whole on every turn, would pass
+``max_note_bytes`` (after which nobody could read it, the gateway included),
+and would long before that stop being a note anyone reads.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +73,43 @@ def new_session_id() -> str:
 
 def turn_marker(turn_id: str) -> str:
     return f"<!-- vaultgate:turn {turn_id} -->"
+
+
+_MARKER_LINE = re.compile(r"^<!-- vaultgate:turn \S+ -->$", re.MULTILINE)
+
+ARCHIVE_TAG = "agent/thread-archive"
+
+
+def older_turns(body: str, most: int, most_bytes: int) -> str | None:
+    """What to move out of a thread note's ``body``: its oldest turn sections, when it
+    holds more than ``most`` (then the newest ``most // 2`` stay) or is longer than
+    ``most_bytes`` characters (then the newest half stay). The text runs from the
+    first section's marker to the first kept one's, with whatever a person wrote
+    among those sections; None when nothing needs to move."""
+    starts = [match.start() for match in _MARKER_LINE.finditer(body)]
+    if len(starts) > most:
+        keep = max(1, most // 2)
+    elif len(body) > most_bytes and len(starts) > 1:
+        keep = len(starts) // 2
+    else:
+        return None
+    return body[starts[0] : starts[-keep]]
+
+
+def first_turn_marker(body: str) -> str | None:
+    match = _MARKER_LINE.search(body)
+    return match.group(0) if match else None
+
+
+def archive_path(thread_note: str, part: int) -> str:
+    """``Threads/<channel>/<leaf>.md``, part 3 -> ``Threads/<channel>/<leaf>/part-0003.md``."""
+    return f"{thread_note.removesuffix('.md')}/part-{part:04d}.md"
+
+
+def archive_part(path: str) -> int | None:
+    """The part number of an archive note's path, or None for any other note."""
+    match = re.fullmatch(r".*/part-(\d+)\.md", path)
+    return int(match.group(1)) if match else None
 
 
 def _quote_block(text: str) -> str:
@@ -126,9 +172,29 @@ def thread_fields(record: ThreadRecord, spec: AgentSpec | None) -> dict[str, Any
     }
 
 
+def _title(record: ThreadRecord) -> str:
+    return f"{record.agent} · {record.subject}" if record.subject else record.agent
+
+
 def thread_heading(record: ThreadRecord) -> str:
-    title = f"{record.agent} · {record.subject}" if record.subject else record.agent
-    return f"# {title}\n"
+    return f"# {_title(record)}\n"
+
+
+def archive_note(
+    record: ThreadRecord, part: int, turns: str, earlier: str | None
+) -> tuple[dict[str, Any], str]:
+    """Frontmatter and body of a thread's archive note ``part`` holding ``turns``
+    (sections moved out of the thread note); ``earlier`` links the part before it."""
+    fields: dict[str, Any] = {
+        "tags": [ARCHIVE_TAG],
+        "thread": f"[[{record.note.removesuffix('.md')}]]",
+        "part": part,
+        "agent": record.agent,
+        "subject": record.subject,
+    }
+    if earlier:
+        fields["earlier_turns"] = earlier
+    return fields, f"# {_title(record)} · part {part}\n\n{turns}"
 
 
 def history_block(turns: list[TurnRecord]) -> str:

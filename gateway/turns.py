@@ -33,15 +33,21 @@ from gateway.prompt import system_prompt, user_message
 from gateway.registry import Registry, ThreadRecord, TurnOutcome, TurnRecord, now_iso
 from gateway.settings import Settings
 from gateway.threads import (
+    archive_note,
+    archive_part,
+    archive_path,
     conversation_section,
+    first_turn_marker,
     history_block,
     new_session_id,
+    older_turns,
     thread_fields,
     thread_heading,
     turn_marker,
 )
 from gateway.workspace import prepare, workspace_for
-from vault_adapter import NoteNotFound, NoteParseError, Vault, VaultError, slug
+from vault_adapter import Note, NoteNotFound, NoteParseError, Vault, VaultError, slug
+from vault_adapter.fields import edit_fields
 from vault_adapter.folder import NoteExists
 
 log = logging.getLogger(__name__)
@@ -487,16 +493,78 @@ class TurnRunner:
                 except NoteExists:
                     pass
             try:
-                await self.vault.update_fields(thread.note, fields, append_once=(marker, section))
+                note = await self.vault.update_fields(
+                    thread.note, fields, append_once=(marker, section)
+                )
             except NoteNotFound:
                 # Deleted by someone, or never written: start it again, whole.
                 await self.vault.create(
                     thread.note, {"tags": tags, **fields}, thread_heading(thread) + section
                 )
+                return
         except NoteParseError as exc:
             # Someone broke the thread note's YAML: the registry still has
             # everything; say so rather than overwrite their text.
             await self._event(turn, "warning", {"thread_note_unreadable": str(exc)})
+            return
+        await self._archive_older_turns(thread, note, turn)
+
+    async def _archive_older_turns(
+        self, thread: ThreadRecord, note: Note, turn: TurnRecord
+    ) -> None:
+        """Move the thread note's oldest turns to a new archive note when it holds more
+        than it should (see :mod:`gateway.threads`).
+
+        The archive note is written first, then the thread note without those
+        turns (and linking to it), only if they are still there word for word: a
+        crash in between leaves an archive part that the next move writes again,
+        and a person's edit among the moving turns waits for the next turn's move.
+        Never lost, at worst shown twice for a moment. A move that fails is said in
+        the thread's events and tried again after the next turn; the turn itself
+        is done either way."""
+        settings = self.settings
+        moved = older_turns(note.body, settings.thread_note_turns, settings.max_note_bytes // 4)
+        if moved is None:
+            return
+        try:
+            part = await self._next_part(thread.note, note.body)
+            path = archive_path(thread.note, part)
+            earlier = _link(archive_path(thread.note, part - 1)) if part > 1 else None
+            fields, body = archive_note(thread, part, moved, earlier)
+            await self.vault.write(path, fields, body)
+            link = _link(path)
+
+            def cut(text: str) -> str:
+                edited = edit_fields(text, {"earlier_turns": link}, path=thread.note)
+                if moved not in edited.body:
+                    raise VaultError(
+                        f"{thread.note} changed while its older turns were being archived; "
+                        "they move after the next turn"
+                    )
+                head = edited.text[: len(edited.text) - len(edited.body)]
+                return head + edited.body.replace(moved, "", 1)
+
+            await self.vault.rewrite(thread.note, cut)
+        except (VaultError, OSError) as exc:
+            await self._event(turn, "warning", {"thread_note_archive": str(exc)})
+
+    async def _next_part(self, note_path: str, body: str) -> int:
+        """The number of the archive part to write: one past the last, or the last
+        again if its first turn is still in the thread note (written by a move that
+        did not finish)."""
+        folder = note_path.removesuffix(".md")
+        found = await self.vault.list_notes(folder, recursive=False)
+        parts = [n for n in map(archive_part, found) if n is not None]
+        if not parts:
+            return 1
+        last = max(parts)
+        try:
+            first = first_turn_marker((await self.vault.read(archive_path(note_path, last))).body)
+        except NoteNotFound:
+            return last
+        except VaultError:
+            return last + 1  # someone broke it: never written over
+        return last if first is not None and first in body else last + 1
 
     async def _stamp(
         self, turn: TurnRecord, fields: dict[str, Any], *, best_effort: bool = False

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from gateway.threads import older_turns, turn_marker
 from tests.helpers.harness import Harness, definition, message
 
 
@@ -53,3 +54,109 @@ async def test_human_edits_to_the_thread_note_survive_the_next_turn(harness: Har
     assert "A paragraph I added." in after
     assert harness.note("Threads/h/h.md").frontmatter["turn_count"] == 2
     assert after.index("A paragraph I added.") < after.index("two")
+
+
+def _markers(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("<!-- vaultgate:turn ")]
+
+
+def _archive_parts(harness: Harness, leaf: str) -> list[str]:
+    folder = harness.root / "Threads" / leaf.split("/")[0] / leaf.split("/")[1]
+    return sorted(p.relative_to(harness.root).as_posix() for p in folder.glob("part-*.md"))
+
+
+def test_older_turns_keep_the_newest_half_and_what_people_wrote_among_them() -> None:
+    def section(n: int, size: int = 10) -> str:
+        return f"\n{turn_marker(f't{n}')}\n### {n}\n\n" + "x" * size + "\n"
+
+    body = "# h\n" + "".join(section(n) for n in range(5))
+    assert older_turns(body, most=5, most_bytes=10**6) is None
+    body += "\nA paragraph I added.\n" + section(5)
+    moved = older_turns(body, most=5, most_bytes=10**6)
+    assert moved is not None
+    assert _markers(moved) == [turn_marker(f"t{n}") for n in range(4)]
+    assert _markers(body.replace(moved, "", 1)) == [turn_marker(f"t{n}") for n in (4, 5)]
+    # A body too long moves its older half, whatever the count; one section never moves.
+    big = "# h\n" + "".join(section(n, 1000) for n in range(3))
+    moved = older_turns(big, most=50, most_bytes=2000)
+    assert moved is not None and _markers(moved) == [turn_marker("t0"), turn_marker("t1")]
+    assert older_turns("# h\n" + section(0, 5000), most=50, most_bytes=2000) is None
+    # A marker quoted inside a line is not a section.
+    assert older_turns(body.replace("<!--", "see <!--"), most=5, most_bytes=10**6) is None
+
+
+async def test_a_long_thread_moves_its_older_turns_to_archive_notes_and_loses_none(
+    harness: Harness,
+) -> None:
+    harness.write("Agents/h.md", definition("h", mode="single-threaded"))
+    await harness.start(thread_note_turns=4)
+    harness.write("Inbox/00.md", message("h", "message 00"))
+    await harness.done(1)
+    path = harness.root / "Threads/h/h.md"
+    path.write_text(path.read_text() + "\nA paragraph I added.\n")
+    for n in range(1, 11):
+        harness.write(f"Inbox/{n:02d}.md", message("h", f"message {n:02d}"))
+        await harness.done(n + 1)
+
+    note = harness.note("Threads/h/h.md")
+    parts = _archive_parts(harness, "h/h")
+    assert parts == [
+        "Threads/h/h/part-0001.md",
+        "Threads/h/h/part-0002.md",
+        "Threads/h/h/part-0003.md",
+    ]
+    assert len(_markers(note.body)) <= 4
+    assert note.frontmatter["turn_count"] == 11
+    assert note.frontmatter["earlier_turns"] == "[[Threads/h/h/part-0003]]"
+    # Every turn is in exactly one note, in the order the turns ran.
+    texts = [(harness.root / p).read_text() for p in parts] + [path.read_text()]
+    assert "".join(texts).count("A paragraph I added.") == 1
+    assert "A paragraph I added." in texts[0]
+    assert gateway_order(texts) == [f"message {n:02d}" for n in range(11)]
+    assert len(set(gateway_markers(texts))) == len(gateway_markers(texts)) == 11
+    for number, part in enumerate(parts, start=1):
+        fields = harness.note(part).frontmatter
+        assert fields["tags"] == ["agent/thread-archive"]
+        assert fields["thread"] == "[[Threads/h/h]]"
+        assert fields["part"] == number
+        assert fields.get("earlier_turns") == (
+            f"[[Threads/h/h/part-{number - 1:04d}]]" if number > 1 else None
+        )
+
+
+def gateway_markers(texts: list[str]) -> list[str]:
+    return [m for text in texts for m in _markers(text)]
+
+
+def gateway_order(texts: list[str]) -> list[str]:
+    return [line for text in texts for line in text.splitlines() if line.startswith("message ")]
+
+
+async def test_an_archive_note_a_move_left_unfinished_is_written_again_not_doubled(
+    harness: Harness,
+) -> None:
+    """A crash between writing an archive part and cutting its turns from the thread
+    note leaves the part with turns still in the thread note: the next move writes
+    that same part again."""
+    harness.write("Agents/h.md", definition("h", mode="single-threaded"))
+    await harness.start()
+    for n in range(5):
+        harness.write(f"Inbox/{n:02d}.md", message("h", f"message {n:02d}"))
+        await harness.done(n + 1)
+    await harness.stop()
+    body = harness.note("Threads/h/h.md").body
+    first_two = body[body.index("<!-- vaultgate:turn ") :].split("<!-- vaultgate:turn ")[1:3]
+    harness.write(
+        "Threads/h/h/part-0001.md",
+        "---\ntags: [agent/thread-archive]\npart: 1\n---\n# h · part 1\n\n"
+        + "".join("<!-- vaultgate:turn " + s for s in first_two),
+    )
+    await harness.start(thread_note_turns=4)
+    harness.write("Inbox/05.md", message("h", "message 05"))
+    await harness.done(6)
+
+    assert _archive_parts(harness, "h/h") == ["Threads/h/h/part-0001.md"]
+    texts = [(harness.root / "Threads/h/h/part-0001.md").read_text()]
+    texts.append((harness.root / "Threads/h/h.md").read_text())
+    assert gateway_order(texts) == [f"message {n:02d}" for n in range(6)]
+    assert len(gateway_markers(texts)) == 6
