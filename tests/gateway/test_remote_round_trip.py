@@ -25,7 +25,7 @@ async def remote(tmp_path: Path) -> AsyncIterator[tuple[FakeParachuteVault, Harn
     )
     with fake.mocked():
         async with remote_vault(fake, tmp_path / "state", index_fields=INDEX_FIELDS) as vault:
-            settings = Settings(fsync=False, port=0, agent_wait_s=0.5)
+            settings = Settings(fsync=False, port=0, agent_wait_s=0.5, thread_note_turns=2)
             harness = Harness(root=tmp_path / "state", settings=settings, backend=ScriptedBackend())
             gateway = Gateway(
                 vault, settings, backends={"scripted": harness.backend, "echo": EchoBackend()}
@@ -89,3 +89,28 @@ async def test_a_vault_webhook_makes_the_gateway_look_now(
     assert await harness.gateway.webhook(["Inbox/w.md"]) == 1
     [done] = await harness.done(1, timeout=20)
     assert done["status"] == "done"
+
+
+async def test_older_turns_move_to_archive_notes_on_a_remote_vault(
+    remote: tuple[FakeParachuteVault, Harness],
+) -> None:
+    fake, harness = remote
+    for n in range(5):
+        fake.put(
+            f"Inbox/m{n}.md",
+            f"message {n}\n",
+            metadata={"agent": "helper", "subject": "acme", "sender": "alice"},
+        )
+        await harness.done(n + 1, timeout=20)
+    paths = sorted(r["path"] for r in fake.notes.values() if "/helper--acme/" in r["path"])
+    assert paths == [
+        "Threads/helper/helper--acme/part-0001",
+        "Threads/helper/helper--acme/part-0002",
+    ]
+    thread = note(fake, "Threads/helper/helper--acme.md")
+    meta = thread["metadata"]
+    assert isinstance(meta, dict)
+    assert meta["earlier_turns"] == "[[Threads/helper/helper--acme/part-0002]]"
+    texts = [str(note(fake, p + ".md")["content"]) for p in paths] + [str(thread["content"])]
+    said = [line for text in texts for line in text.splitlines() if line.startswith("message ")]
+    assert said == [f"message {n}" for n in range(5)]
