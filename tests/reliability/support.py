@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 from collections import Counter
@@ -209,9 +210,15 @@ def audit(root: Path, *, inbox: str = "Inbox") -> Audit:
             problems.append(f"{row['note']}: shows {shown} {fm.get('cost_usd')}, registry {kept}")
         if fm.get("status") != row["status"]:
             problems.append(f"{row['note']}: status {fm.get('status')!r}, registry {row['status']}")
-        markers = note.body.count("<!-- vaultgate:turn ")
-        if markers != row["turn_count"]:
-            problems.append(f"{row['note']}: {markers} turn sections for {row['n']} turns")
+        # Its turns' sections: in the thread note or its archive parts, each exactly once.
+        parts = sorted(p for p in threads if p.startswith(row["note"].removesuffix(".md") + "/"))
+        bodies = [threads[p].body for p in parts] + [note.body]
+        markers = [m for body in bodies for m in re.findall(r"<!-- vaultgate:turn (\S+) -->", body)]
+        if len(markers) != row["turn_count"] or len(set(markers)) != len(markers):
+            problems.append(
+                f"{row['note']}: {len(markers)} turn sections ({len(set(markers))} different, "
+                f"{len(parts)} archive parts) for {row['n']} turns"
+            )
     return Audit(inbound, replies, threads, turns, problems)
 
 
