@@ -75,30 +75,28 @@ def turn_marker(turn_id: str) -> str:
     return f"<!-- vaultgate:turn {turn_id} -->"
 
 
-_MARKER_LINE = re.compile(r"^<!-- vaultgate:turn \S+ -->$", re.MULTILINE)
+_MARKER_LINE = re.compile(r"^<!-- vaultgate:turn \S+ -->\r?$", re.MULTILINE)
+"""A turn's marker line (in a note saved with CRLF line ends too)."""
+
 
 ARCHIVE_TAG = "agent/thread-archive"
 
 
 def older_turns(body: str, most: int, most_bytes: int) -> str | None:
     """What to move out of a thread note's ``body``: its oldest turn sections, when it
-    holds more than ``most`` (then the newest ``most // 2`` stay) or is longer than
-    ``most_bytes`` characters (then the newest half stay). The text runs from the
-    first section's marker to the first kept one's, with whatever a person wrote
-    among those sections; None when nothing needs to move."""
+    holds more than ``most`` (then the newest ``most // 2`` stay) or its sections run
+    to more than ``most_bytes`` characters (then the newest half stay; what a person
+    wrote above the first section never moves). The text runs from the first
+    section's marker to the first kept one's, with whatever a person wrote among
+    those sections; None when nothing needs to move."""
     starts = [match.start() for match in _MARKER_LINE.finditer(body)]
     if len(starts) > most:
         keep = max(1, most // 2)
-    elif len(body) > most_bytes and len(starts) > 1:
+    elif len(starts) > 1 and len(body) - starts[0] > most_bytes:
         keep = len(starts) // 2
     else:
         return None
     return body[starts[0] : starts[-keep]]
-
-
-def first_turn_marker(body: str) -> str | None:
-    match = _MARKER_LINE.search(body)
-    return match.group(0) if match else None
 
 
 def archive_path(thread_note: str, part: int) -> str:
@@ -107,13 +105,18 @@ def archive_path(thread_note: str, part: int) -> str:
 
 
 def archive_part(path: str) -> int | None:
-    """The part number of an archive note's path, or None for any other note."""
-    match = re.fullmatch(r".*/part-(\d+)\.md", path)
+    """The part number of an archive note's path (as :func:`archive_path` names
+    them), or None for any other note."""
+    match = re.fullmatch(r".*/part-(\d{4,})\.md", path)
     return int(match.group(1)) if match else None
 
 
 def _quote_block(text: str) -> str:
-    return text.strip() or "_(empty)_"
+    """A message or reply as the section shows it. A line in it that would read as a
+    turn marker (a thread note pasted into a message) gets a space in front: still
+    an HTML comment to Obsidian, no longer a section boundary to the gateway."""
+    text = _MARKER_LINE.sub(lambda match: " " + match.group(0), text.strip())
+    return text or "_(empty)_"
 
 
 def conversation_section(
@@ -181,7 +184,7 @@ def thread_heading(record: ThreadRecord) -> str:
 
 
 def archive_note(
-    record: ThreadRecord, part: int, turns: str, earlier: str | None
+    record: ThreadRecord, part: int, turns: str, earlier: str | None = None
 ) -> tuple[dict[str, Any], str]:
     """Frontmatter and body of a thread's archive note ``part`` holding ``turns``
     (sections moved out of the thread note); ``earlier`` links the part before it."""

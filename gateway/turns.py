@@ -37,7 +37,6 @@ from gateway.threads import (
     archive_part,
     archive_path,
     conversation_section,
-    first_turn_marker,
     history_block,
     new_session_id,
     older_turns,
@@ -515,24 +514,21 @@ class TurnRunner:
         """Move the thread note's oldest turns to a new archive note when it holds more
         than it should (see :mod:`gateway.threads`).
 
-        The archive note is written first, then the thread note without those
-        turns (and linking to it), only if they are still there word for word: a
-        crash in between leaves an archive part that the next move writes again,
-        and a person's edit among the moving turns waits for the next turn's move.
-        Never lost, at worst shown twice for a moment. A move that fails is said in
-        the thread's events and tried again after the next turn; the turn itself
-        is done either way."""
+        The archive part is created first (never over an existing note), then the
+        thread note is cut, only if those turns are still in it word for word, and
+        linked to the part, in one check-then-swap. A crash in between leaves a
+        part holding turns that are still in the thread note; the next move finds
+        it holding exactly what it would write and cuts the thread note. If the
+        turns changed meanwhile (a person edited them), that part is left as it is
+        and the move writes the next one: a turn may then be in two parts, never
+        in none. A move that fails is said in the thread's events and tried again
+        after the next turn; the turn itself is done either way."""
         settings = self.settings
         moved = older_turns(note.body, settings.thread_note_turns, settings.max_note_bytes // 4)
         if moved is None:
             return
         try:
-            part = await self._next_part(thread.note, note.body)
-            path = archive_path(thread.note, part)
-            earlier = _link(archive_path(thread.note, part - 1)) if part > 1 else None
-            fields, body = archive_note(thread, part, moved, earlier)
-            await self.vault.write(path, fields, body)
-            link = _link(path)
+            link = _link(await self._write_part(thread, moved))
 
             def cut(text: str) -> str:
                 edited = edit_fields(text, {"earlier_turns": link}, path=thread.note)
@@ -544,27 +540,31 @@ class TurnRunner:
                 head = edited.text[: len(edited.text) - len(edited.body)]
                 return head + edited.body.replace(moved, "", 1)
 
-            await self.vault.rewrite(thread.note, cut)
+            if await self.vault.rewrite(thread.note, cut) is None:
+                raise VaultError(f"{thread.note} did not read back after its older turns moved")
         except (VaultError, OSError) as exc:
             await self._event(turn, "warning", {"thread_note_archive": str(exc)})
 
-    async def _next_part(self, note_path: str, body: str) -> int:
-        """The number of the archive part to write: one past the last, or the last
-        again if its first turn is still in the thread note (written by a move that
-        did not finish)."""
-        folder = note_path.removesuffix(".md")
+    async def _write_part(self, thread: ThreadRecord, moved: str) -> str:
+        """Write ``moved`` as the thread's next archive part and return its path. The
+        last part is taken as it is when it already holds exactly these turns (a move
+        that stopped before the thread note was cut); no part is ever written over."""
+        folder = thread.note.removesuffix(".md")
         found = await self.vault.list_notes(folder, recursive=False)
-        parts = [n for n in map(archive_part, found) if n is not None]
-        if not parts:
-            return 1
-        last = max(parts)
-        try:
-            first = first_turn_marker((await self.vault.read(archive_path(note_path, last))).body)
-        except NoteNotFound:
-            return last
-        except VaultError:
-            return last + 1  # someone broke it: never written over
-        return last if first is not None and first in body else last + 1
+        parts = sorted((n, path) for path in found if (n := archive_part(path)) is not None)
+        if parts:
+            number, path = parts[-1]
+            try:
+                if (await self.vault.read(path)).body == archive_note(thread, number, moved)[1]:
+                    return path
+            except VaultError:
+                pass  # gone, or broken by someone: left alone
+        number = parts[-1][0] + 1 if parts else 1
+        path = archive_path(thread.note, number)
+        earlier = _link(parts[-1][1]) if parts else None
+        fields, body = archive_note(thread, number, moved, earlier)
+        await self.vault.create(path, fields, body)
+        return path
 
     async def _stamp(
         self, turn: TurnRecord, fields: dict[str, Any], *, best_effort: bool = False

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from gateway.threads import older_turns, turn_marker
+from gateway.registry import Registry, ThreadRecord
+from gateway.threads import archive_note, conversation_section, older_turns, turn_marker
 from tests.helpers.harness import Harness, definition, message
+from vault_adapter import render_note
 
 
 async def test_leaves_follow_the_mode_and_subject(harness: Harness) -> None:
@@ -132,31 +134,94 @@ def gateway_order(texts: list[str]) -> list[str]:
     return [line for text in texts for line in text.splitlines() if line.startswith("message ")]
 
 
-async def test_an_archive_note_a_move_left_unfinished_is_written_again_not_doubled(
-    harness: Harness,
-) -> None:
-    """A crash between writing an archive part and cutting its turns from the thread
-    note leaves the part with turns still in the thread note: the next move writes
-    that same part again."""
+async def _five_turns_then_stop(harness: Harness) -> str:
+    """Five turns of thread ``h`` (no archive yet), the gateway stopped; the thread
+    note's body."""
     harness.write("Agents/h.md", definition("h", mode="single-threaded"))
     await harness.start()
     for n in range(5):
         harness.write(f"Inbox/{n:02d}.md", message("h", f"message {n:02d}"))
         await harness.done(n + 1)
     await harness.stop()
-    body = harness.note("Threads/h/h.md").body
-    first_two = body[body.index("<!-- vaultgate:turn ") :].split("<!-- vaultgate:turn ")[1:3]
-    harness.write(
-        "Threads/h/h/part-0001.md",
-        "---\ntags: [agent/thread-archive]\npart: 1\n---\n# h · part 1\n\n"
-        + "".join("<!-- vaultgate:turn " + s for s in first_two),
-    )
+    return harness.note("Threads/h/h.md").body
+
+
+async def _sixth_turn(harness: Harness) -> list[str]:
+    """One more turn with ``thread_note_turns=4``, so the first four turns move."""
     await harness.start(thread_note_turns=4)
     harness.write("Inbox/05.md", message("h", "message 05"))
     await harness.done(6)
+    return _archive_parts(harness, "h/h")
 
-    assert _archive_parts(harness, "h/h") == ["Threads/h/h/part-0001.md"]
+
+async def test_an_archive_part_a_move_left_unfinished_is_used_not_doubled(
+    harness: Harness,
+) -> None:
+    """A crash between creating an archive part and cutting its turns from the thread
+    note leaves a part holding turns still in the thread note: the next move finds
+    it holding exactly what it would write, and only cuts the thread note."""
+    body = await _five_turns_then_stop(harness)
+    # What the sixth turn's move takes out: the first four of six sections.
+    moved = older_turns(body, most=3, most_bytes=10**6)
+    assert moved is not None and len(_markers(moved)) == 4
+    record = await _thread_record(harness)
+    fields, text = archive_note(record, 1, moved)
+    harness.write("Threads/h/h/part-0001.md", render_note(fields, text))
+
+    assert await _sixth_turn(harness) == ["Threads/h/h/part-0001.md"]
     texts = [(harness.root / "Threads/h/h/part-0001.md").read_text()]
     texts.append((harness.root / "Threads/h/h.md").read_text())
     assert gateway_order(texts) == [f"message {n:02d}" for n in range(6)]
     assert len(gateway_markers(texts)) == 6
+    assert (
+        harness.note("Threads/h/h.md").frontmatter["earlier_turns"] == "[[Threads/h/h/part-0001]]"
+    )
+
+
+async def test_an_archive_part_that_holds_something_else_is_never_written_over(
+    harness: Harness,
+) -> None:
+    body = await _five_turns_then_stop(harness)
+    # A note of someone's own at the next part's name, quoting the thread's first turn.
+    first = _markers(body)[0]
+    mine = f"---\npart: 1\n---\nMy own notes on this thread, from:\n{first}\n"
+    harness.write("Threads/h/h/part-0001.md", mine)
+
+    assert await _sixth_turn(harness) == ["Threads/h/h/part-0001.md", "Threads/h/h/part-0002.md"]
+    assert (harness.root / "Threads/h/h/part-0001.md").read_text() == mine
+    part = harness.note("Threads/h/h/part-0002.md")
+    assert part.frontmatter["earlier_turns"] == "[[Threads/h/h/part-0001]]"
+    texts = [part.body, harness.note("Threads/h/h.md").body]
+    assert gateway_order(texts) == [f"message {n:02d}" for n in range(6)]
+
+
+async def _thread_record(harness: Harness) -> ThreadRecord:
+    registry = await Registry.open(harness.root / ".vaultgate" / "registry.db")
+    try:
+        record = await registry.get_thread("h:h")
+    finally:
+        await registry.close()
+    assert record is not None
+    return record
+
+
+def test_marker_lines_in_a_message_are_not_section_boundaries() -> None:
+    pasted = f"look at this:\n{turn_marker('x1')}\nold text\n{turn_marker('x2')}\n"
+    section = conversation_section(
+        turn_id="t1",
+        received_at="2026-11-21T00:00:00Z",
+        sender="alice",
+        message=pasted,
+        finished_at="2026-11-21T00:00:01Z",
+        agent="h",
+        reply=pasted,
+        failed=False,
+    )
+    assert _markers(section) == [turn_marker("t1")]
+    assert section.count(" " + turn_marker("x1")) == 2
+    # Sections saved with CRLF line ends are still sections.
+    body = "# h\r\n" + "".join(f"\r\n{turn_marker(f't{n}')}\r\ntext {n}\r\n" for n in range(4))
+    moved = older_turns(body, most=3, most_bytes=10**6)
+    assert moved is not None and moved.count("vaultgate:turn") == 3
+    # A long preamble of a person's own is not a reason to move turns.
+    assert older_turns("# h\n" + "x" * 5000 + body, most=50, most_bytes=2000) is None
