@@ -59,18 +59,14 @@ def _under(path: str, folder: str) -> bool:
     return path.startswith(folder.rstrip("/") + "/")
 
 
-def _is_thread_note(path: str, threads_folder: str) -> bool:
-    """``Threads/<channel>/<leaf>.md``, not an archive note in the folder beside it."""
-    return (
-        _under(path, threads_folder) and path[len(threads_folder.rstrip("/")) + 1 :].count("/") == 1
-    )
-
-
-def _thread_id_of(note_path: str, threads_folder: str) -> str:
-    """``Threads/<channel>/<leaf>.md`` -> ``<channel>:<leaf>``."""
+def _thread_id_of(note_path: str, threads_folder: str) -> str | None:
+    """``Threads/<channel>/<leaf>.md`` -> ``<channel>:<leaf>``; None for any other note
+    (an archive note in the folder beside a thread note among them)."""
+    if not _under(note_path, threads_folder):
+        return None
     rest = note_path[len(threads_folder.rstrip("/")) + 1 :].removesuffix(".md")
     channel, _, leaf = rest.partition("/")
-    return f"{channel}:{leaf}"
+    return f"{channel}:{leaf}" if leaf and "/" not in leaf else None
 
 
 class Gateway:
@@ -201,7 +197,7 @@ class Gateway:
         a field the vault does not index only ever makes this take more."""
         if note.has_tag(DEFINITION_TAG) or note.has_tag(JOB_TAG):
             return True
-        if _is_thread_note(note.path, self.settings.threads_folder):
+        if _thread_id_of(note.path, self.settings.threads_folder) is not None:
             return True
         if is_gateway_owned(note.path, self.settings) or note.fields.get("direction") == "outbound":
             return False
@@ -341,19 +337,19 @@ class Gateway:
 
     def _note_control(self, note: Note, *, at_start: bool = False) -> str | None:
         """The ``control:`` verb on a thread note, if any (remembering note pauses)."""
-        if not _is_thread_note(note.path, self.settings.threads_folder):
+        thread_id = _thread_id_of(note.path, self.settings.threads_folder)
+        if thread_id is None:
             return None
         value = str(note.get("control") or "").strip().lower()
-        thread_id = _thread_id_of(note.path, self.settings.threads_folder)
         if value in ("pause", "paused") and at_start:
             self._note_paused.add(thread_id)
         return value or None
 
     async def _apply_note_control(self, note: Note) -> None:
         value = self._note_control(note)
-        if not _is_thread_note(note.path, self.settings.threads_folder) or self.control is None:
-            return
         thread_id = _thread_id_of(note.path, self.settings.threads_folder)
+        if thread_id is None or self.control is None:
+            return
         thread = await self._registry().get_thread(thread_id)
         if thread is None:
             return
