@@ -65,6 +65,12 @@ class GroupCommit(Generic[I, R]):
         self.largest = 0
 
     async def submit(self, item: I) -> R:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: I) -> asyncio.Future[R]:
+        """:meth:`submit` without waiting: ``item`` has its place in the next batch when
+        this returns (items go in the order they were enqueued); its result comes
+        on the future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         waiting = self._waiting.get(loop)
@@ -74,7 +80,7 @@ class GroupCommit(Generic[I, R]):
             self._flushing.add(task)
             task.add_done_callback(self._flushing.discard)
         waiting.append((item, future, URGENT.get()))
-        return await future
+        return future
 
     async def _flush(self, loop: asyncio.AbstractEventLoop, waiting: _Waiting[I, R]) -> None:
         batch: list[tuple[I, asyncio.Future[R], bool]] = []

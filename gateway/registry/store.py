@@ -17,6 +17,7 @@ from the notes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -283,7 +284,7 @@ class Registry:
 
         return await self._write(op)
 
-    async def admit_turn(
+    def admit_turn(
         self,
         turn_id: str,
         note: str,
@@ -298,9 +299,12 @@ class Registry:
         session_id: str,
         sender: str | None,
         drain_key: str,
-    ) -> None:
-        """Record an arrived, routed message and make sure its thread exists: one
-        transaction for what would otherwise be three round trips per message."""
+    ) -> asyncio.Future[None]:
+        """Record an arrived, routed message and make sure its thread exists (what would
+        otherwise be three round trips per message). Not a coroutine: when this
+        returns, the record has its place among the registry's writes (admissions
+        made one after another commit in that order, possibly together); await the
+        future for the commit."""
 
         def op(db: sqlite3.Connection) -> None:
             stamp = now_iso()
@@ -319,7 +323,7 @@ class Registry:
                 (agent, channel, subject, sender, thread_id, drain_key, turn_id),
             )
 
-        await self._write(op)
+        return self._writes.enqueue(op)
 
     async def get_turn(self, turn_id: str) -> TurnRecord | None:
         row = await self._read(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from gateway.send import write_inbound
 from tests.helpers.harness import Harness, definition, eventually, message
 
 
@@ -66,3 +67,31 @@ async def test_single_threaded_agent_serialises_every_subject(harness: Harness) 
     for a, b in itertools.pairwise(spans):
         assert a[1] <= b[0]
     assert {c.request.thread_id for c in harness.backend.calls} == {"solo:solo"}
+
+
+async def test_a_burst_of_posts_is_recorded_and_run_in_arrival_order(harness: Harness) -> None:
+    """Notes taken in side by side (an HTTP burst) keep their arrival order in the
+    registry and in their thread's queue, and their records share commits."""
+    gate = asyncio.Event()
+    harness.backend.gate = gate
+    harness.write("Agents/burst.md", definition("burst"))
+    gateway = await harness.start()
+    notes = [
+        await write_inbound(
+            gateway.vault, gateway.settings, text=f"m{i:02d}", agent="burst", subject="one"
+        )
+        for i in range(40)
+    ]
+    commits = gateway.registry._writes.batches
+    for note in notes:  # as POST /api/messages hands its notes over, one after another
+        gateway.submit(note, fresh=True)
+    await harness.wait_count(("turn.queued",), 40)
+    ids = [note.frontmatter["id"] for note in notes]
+    recorded = [t.id for t in await gateway.registry.open_turns()]
+    assert recorded == ids
+    # Not a transaction a record: records that came while one was committed went together.
+    assert gateway.registry._writes.batches - commits < 40
+    gate.set()
+    await harness.done(40)
+    ran = [c.request.message.rsplit(">\n", 1)[1].split("\n")[0] for c in harness.backend.calls]
+    assert ran == [f"m{i:02d}" for i in range(40)]
