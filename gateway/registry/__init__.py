@@ -2,6 +2,7 @@
 
 from gateway.registry.store import (
     FINAL_TURN,
+    Admission,
     EventRecord,
     JobState,
     Registry,
@@ -15,6 +16,7 @@ from gateway.registry.store import (
 
 __all__ = [
     "FINAL_TURN",
+    "Admission",
     "EventRecord",
     "JobState",
     "Registry",

@@ -127,6 +127,25 @@ class JobState:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """An arrived message, routed: its turn and the thread it goes to."""
+
+    turn_id: str
+    note: str
+    received_at: str
+    thread_id: str
+    agent: str
+    channel: str
+    subject: str | None
+    mode: str
+    thread_note: str
+    sender: str | None
+    drain_key: str
+    session_id: str
+    """The thread's first session id, used only if the thread is new."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnOutcome:
     """What a finished turn produced, as the registry records it."""
 
@@ -284,43 +303,36 @@ class Registry:
 
         return await self._write(op)
 
-    def admit_turn(
-        self,
-        turn_id: str,
-        note: str,
-        received_at: str,
-        *,
-        thread_id: str,
-        agent: str,
-        channel: str,
-        subject: str | None,
-        mode: str,
-        thread_note: str,
-        session_id: str,
-        sender: str | None,
-        drain_key: str,
-    ) -> asyncio.Future[None]:
-        """Record an arrived, routed message and make sure its thread exists (what would
-        otherwise be three round trips per message). Not a coroutine: when this
-        returns, the record has its place among the registry's writes (admissions
-        made one after another commit in that order, possibly together); await the
-        future for the commit."""
+    def admit(self, admissions: Sequence[Admission]) -> asyncio.Future[None]:
+        """Record arrived, routed messages and make sure their threads exist, in one
+        savepoint. Not a coroutine: when this returns, the records have their place
+        among the registry's writes (what is admitted one call after another commits
+        in that order, possibly together); await the future for the commit."""
+        turns = [(a.turn_id, a.note, "queued", a.received_at) for a in admissions]
+        threads = [
+            (a.thread_id, a.agent, a.channel, a.subject, a.mode, a.thread_note, a.session_id)
+            for a in admissions
+        ]
+        routes = [
+            (a.agent, a.channel, a.subject, a.sender, a.thread_id, a.drain_key, a.turn_id)
+            for a in admissions
+        ]
 
         def op(db: sqlite3.Connection) -> None:
             stamp = now_iso()
-            db.execute(
+            db.executemany(
                 "INSERT OR IGNORE INTO turns (id, note, status, received_at) VALUES (?, ?, ?, ?)",
-                (turn_id, note, "queued", received_at),
+                turns,
             )
-            db.execute(
+            db.executemany(
                 "INSERT OR IGNORE INTO threads (id, agent, channel, subject, mode, note,"
                 " session_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (thread_id, agent, channel, subject, mode, thread_note, session_id, stamp, stamp),
+                [(*thread, stamp, stamp) for thread in threads],
             )
-            db.execute(
+            db.executemany(
                 "UPDATE turns SET agent=?, channel=?, subject=?, sender=?, thread_id=?,"
                 " drain_key=?, status='queued' WHERE id=?",
-                (agent, channel, subject, sender, thread_id, drain_key, turn_id),
+                routes,
             )
 
         return self._writes.enqueue(op)

@@ -95,3 +95,33 @@ async def test_a_burst_of_posts_is_recorded_and_run_in_arrival_order(harness: Ha
     await harness.done(40)
     ran = [c.request.message.rsplit(">\n", 1)[1].split("\n")[0] for c in harness.backend.calls]
     assert ran == [f"m{i:02d}" for i in range(40)]
+
+
+async def test_a_burst_with_a_note_edited_meanwhile_is_taken_in_note_by_note(
+    harness: Harness,
+) -> None:
+    """A group of posts holding a note that changed before it was taken in goes one
+    note at a time: the changed note is read again, and nothing is lost or reordered."""
+    gate = asyncio.Event()
+    harness.backend.gate = gate
+    harness.write("Agents/burst.md", definition("burst"))
+    gateway = await harness.start()
+    notes = [
+        await write_inbound(
+            gateway.vault, gateway.settings, text=f"m{i}", agent="burst", subject="one"
+        )
+        for i in range(6)
+    ]
+    # Someone adds a field to the third note before the gateway takes the posts in.
+    await gateway.vault.update_fields(notes[2].path, {"note": "edited"})
+    for note in notes:
+        gateway.submit(note, fresh=True)
+    await harness.wait_count(("turn.queued",), 6)
+    ids = [note.frontmatter["id"] for note in notes]
+    assert [t.id for t in await gateway.registry.open_turns()] == ids
+    gate.set()
+    await harness.done(6)
+    ran = [c.request.message.rsplit(">\n", 1)[1].split("\n")[0] for c in harness.backend.calls]
+    assert ran == [f"m{i}" for i in range(6)]
+    assert harness.note(notes[2].path).frontmatter["note"] == "edited"
+    assert harness.count(("turn.queued",)) == 6

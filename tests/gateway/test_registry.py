@@ -5,7 +5,7 @@ import sqlite3
 from pathlib import Path
 
 from gateway.errors import RegistryError
-from gateway.registry import Registry, TurnOutcome
+from gateway.registry import Admission, Registry, TurnOutcome
 from gateway.registry.migrations import MIGRATIONS, migrate
 
 
@@ -62,11 +62,11 @@ async def test_a_shutdown_requeues_a_running_turn_but_keeps_a_recorded_outcome(
     registry = await Registry.open(tmp_path / "r.db")
     try:
         for turn in ("running", "recorded"):
-            await registry.admit_turn(
+            await registry.admit([Admission(
                 turn, f"Inbox/{turn}.md", "2026-01-01T00:00:00Z", thread_id="c:t", agent="a",
                 channel="c", subject=None, mode="multi-threaded", thread_note="Threads/c/t.md",
                 session_id="s", sender=None, drain_key="c:t",
-            )  # fmt: skip
+            )])  # fmt: skip
             await registry.begin_turn(turn, "c:t", "hello")
         turn, thread = await registry.record_outcome("recorded", TurnOutcome("done", "hi"))
         assert turn.status == "done" and thread is not None and thread.turn_count == 1
