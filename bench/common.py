@@ -162,10 +162,34 @@ def machine() -> dict[str, Any]:
     }
 
 
-def save(results: list[Result], name: str) -> Path:
+SLOW_FILE_US = 20.0
+"""Making an empty file costs about 6 µs of CPU on this disk when it is quiet."""
+
+
+def file_creation_us(folder: str | Path, count: int = 400) -> float:
+    """CPU µs to make one empty file in a new folder under ``folder`` (kept: deleting
+    them is what this looks for).
+
+    ext4 without a journal (this machine's disk) does not reuse an inode freed in
+    the last minute or more; every new file steps over the recently freed inodes
+    of its block group, one lookup each. For minutes after a mass deletion (the
+    last benchmark's runs, a test run's temp folders) new files cost tens to
+    hundreds of µs, and every figure that writes notes reads low."""
+    sub = Path(tempfile.mkdtemp(prefix="disk-check-", dir=folder)) / "files"
+    sub.mkdir()
+    start = time.thread_time()
+    for i in range(count):
+        os.close(os.open(sub / f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    return (time.thread_time() - start) / count * 1e6
+
+
+def save(results: list[Result], name: str, disk: dict[str, float] | None = None) -> Path:
     out = ROOT / "bench" / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), "results": [r.__dict__ for r in results]}
+    about = machine()
+    if disk:
+        about["file_creation_us"] = {step: round(us, 1) for step, us in disk.items()}
+    payload = {"machine": about, "results": [r.__dict__ for r in results]}
     out.write_text(json.dumps(payload, indent=2))
     return out
 

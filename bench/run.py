@@ -6,7 +6,9 @@ Runs, in order: overhead against the bare CLI (real claude, bwrap, the fake
 API), dispatch throughput, HTTP accept and latency to turn start, and scale
 (vault size, thread count, start-up, memory), each in a fresh interpreter.
 About 12 minutes on 2 cores (the throughput figures are medians of rounds);
-``--quick`` shrinks every run for a smoke test.
+``--quick`` shrinks every run for a smoke test. Before each step it notes what
+making a file costs, which a recent mass deletion raises (see
+:func:`common.file_creation_us`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from common import RUNS_ENV, Result, print_table, save
+from common import RUNS_ENV, SLOW_FILE_US, Result, file_creation_us, print_table, save
 from dispatch import dispatch
 from latency import latency
 from overhead import overhead
@@ -33,7 +35,19 @@ def _step(fn: Callable[..., Any], *args: Any) -> Any:
     return asyncio.run(fn(*args))
 
 
-def everything(quick: bool) -> list[Result]:
+def check_disk(folder: str, step: str, disk: dict[str, float]) -> None:
+    """Note what making a file costs before ``step``, and say so if it is slow."""
+    us = disk[step] = file_creation_us(folder)
+    if us > SLOW_FILE_US:
+        print(
+            f"   note: a new file costs {us:.0f} µs of CPU here (about 6 when the disk is "
+            "quiet): many files were deleted in the last minutes, and until the disk "
+            "settles every figure that writes notes reads low (docs/benchmarks.md)",
+            flush=True,
+        )
+
+
+def everything(quick: bool, disk: dict[str, float]) -> list[Result]:
     """Each benchmark in a fresh interpreter of its own, as a freshly started
     gateway would be: nothing one leaves behind (threads, garbage, caches)
     weighs on the next."""
@@ -51,17 +65,18 @@ def everything(quick: bool) -> list[Result]:
     os.environ[RUNS_ENV] = runs
     try:
         for name, fn, args in steps:
-            results.extend(_in_a_fresh_interpreter(spawn, name, fn, args))
+            print(f"-- {name} ...", flush=True)
+            check_disk(runs, name, disk)
+            results.extend(_in_a_fresh_interpreter(spawn, fn, args))
     finally:
         shutil.rmtree(runs, ignore_errors=True)
     return results
 
 
 def _in_a_fresh_interpreter(
-    spawn: Any, name: str, fn: Callable[..., Any], args: tuple[Any, ...]
+    spawn: Any, fn: Callable[..., Any], args: tuple[Any, ...]
 ) -> list[Result]:
     t0 = time.perf_counter()
-    print(f"-- {name} ...", flush=True)
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as one:
         out = one.submit(_step, fn, *args).result()
     print(f"   {time.perf_counter() - t0:.0f} s", flush=True)
@@ -72,10 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    results = everything(args.quick)
+    disk: dict[str, float] = {}
+    results = everything(args.quick, disk)
     print()
     print_table(results)
-    print(f"\nJSON: {save(results, 'quick' if args.quick else 'latest')}")
+    print("\nmaking a file, µs of CPU, before each step: " + ", ".join(
+        f"{step} {us:.0f}" for step, us in disk.items()
+    ))  # fmt: skip
+    print(f"JSON: {save(results, 'quick' if args.quick else 'latest', disk)}")
 
 
 if __name__ == "__main__":
