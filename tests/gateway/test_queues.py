@@ -3,8 +3,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 
+from gateway.engine import Gateway
 from gateway.send import write_inbound
 from tests.helpers.harness import Harness, definition, eventually, message
+from vault_adapter import Note
 
 
 def overlapping(a: tuple[float, float], b: tuple[float, float]) -> bool:
@@ -69,9 +71,10 @@ async def test_single_threaded_agent_serialises_every_subject(harness: Harness) 
     assert {c.request.thread_id for c in harness.backend.calls} == {"solo:solo"}
 
 
-async def test_a_burst_of_posts_is_recorded_and_run_in_arrival_order(harness: Harness) -> None:
-    """Notes taken in side by side (an HTTP burst) keep their arrival order in the
-    registry and in their thread's queue, and their records share commits."""
+async def _posts(harness: Harness, count: int) -> tuple[Gateway, list[Note], asyncio.Event]:
+    """A started gateway whose backend waits for the returned gate, and ``count``
+    messages written as POST /api/messages writes them (texts m00, m01, ...), not
+    handed over yet."""
     gate = asyncio.Event()
     harness.backend.gate = gate
     harness.write("Agents/burst.md", definition("burst"))
@@ -80,21 +83,36 @@ async def test_a_burst_of_posts_is_recorded_and_run_in_arrival_order(harness: Ha
         await write_inbound(
             gateway.vault, gateway.settings, text=f"m{i:02d}", agent="burst", subject="one"
         )
-        for i in range(40)
+        for i in range(count)
     ]
+    return gateway, notes, gate
+
+
+async def _run_in_arrival_order(
+    harness: Harness, gateway: Gateway, notes: list[Note], gate: asyncio.Event
+) -> None:
+    """Each note was recorded, queued and run once, in the order handed over."""
+    await harness.wait_count(("turn.queued",), len(notes))
+    ids = [note.frontmatter["id"] for note in notes]
+    assert [t.id for t in await gateway.registry.open_turns()] == ids
+    gate.set()
+    await harness.done(len(notes))
+    ran = [c.request.message.rsplit(">\n", 1)[1].split("\n")[0] for c in harness.backend.calls]
+    assert ran == [f"m{i:02d}" for i in range(len(notes))]
+    assert harness.count(("turn.queued",)) == len(notes)
+
+
+async def test_a_burst_of_posts_is_recorded_and_run_in_arrival_order(harness: Harness) -> None:
+    """Notes taken in side by side (an HTTP burst) keep their arrival order in the
+    registry and in their thread's queue, and their records share commits."""
+    gateway, notes, gate = await _posts(harness, 40)
     commits = gateway.registry._writes.batches
     for note in notes:  # as POST /api/messages hands its notes over, one after another
         gateway.submit(note, fresh=True)
     await harness.wait_count(("turn.queued",), 40)
-    ids = [note.frontmatter["id"] for note in notes]
-    recorded = [t.id for t in await gateway.registry.open_turns()]
-    assert recorded == ids
     # Not a transaction a record: records that came while one was committed went together.
     assert gateway.registry._writes.batches - commits < 40
-    gate.set()
-    await harness.done(40)
-    ran = [c.request.message.rsplit(">\n", 1)[1].split("\n")[0] for c in harness.backend.calls]
-    assert ran == [f"m{i:02d}" for i in range(40)]
+    await _run_in_arrival_order(harness, gateway, notes, gate)
 
 
 async def test_a_burst_with_a_note_edited_meanwhile_is_taken_in_note_by_note(
@@ -102,26 +120,10 @@ async def test_a_burst_with_a_note_edited_meanwhile_is_taken_in_note_by_note(
 ) -> None:
     """A group of posts holding a note that changed before it was taken in goes one
     note at a time: the changed note is read again, and nothing is lost or reordered."""
-    gate = asyncio.Event()
-    harness.backend.gate = gate
-    harness.write("Agents/burst.md", definition("burst"))
-    gateway = await harness.start()
-    notes = [
-        await write_inbound(
-            gateway.vault, gateway.settings, text=f"m{i}", agent="burst", subject="one"
-        )
-        for i in range(6)
-    ]
+    gateway, notes, gate = await _posts(harness, 6)
     # Someone adds a field to the third note before the gateway takes the posts in.
     await gateway.vault.update_fields(notes[2].path, {"note": "edited"})
     for note in notes:
         gateway.submit(note, fresh=True)
-    await harness.wait_count(("turn.queued",), 6)
-    ids = [note.frontmatter["id"] for note in notes]
-    assert [t.id for t in await gateway.registry.open_turns()] == ids
-    gate.set()
-    await harness.done(6)
-    ran = [c.request.message.rsplit(">\n", 1)[1].split("\n")[0] for c in harness.backend.calls]
-    assert ran == [f"m{i}" for i in range(6)]
+    await _run_in_arrival_order(harness, gateway, notes, gate)
     assert harness.note(notes[2].path).frontmatter["note"] == "edited"
-    assert harness.count(("turn.queued",)) == 6
