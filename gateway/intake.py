@@ -27,6 +27,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.bus import EventBus
@@ -73,6 +74,17 @@ class _Place:
     def mark_recorded(self) -> None:
         if not self.recorded.done():
             self.recorded.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Taking:
+    """One item being taken in: its place, the place before it, copies of its notes
+    still being taken in (it waits for them), and the room it holds."""
+
+    place: _Place
+    before: _Place | None
+    earlier: list[asyncio.Future[None]]
+    room: asyncio.Semaphore
 
 
 class _InOrder:
@@ -130,57 +142,68 @@ class Intake:
         room = asyncio.Semaphore(_WINDOW)
         before: _Place | None = None
         working: set[asyncio.Task[None]] = set()
+
+        def start(take: Callable[[_Taking], Coroutine[Any, Any, None]], paths: list[str]) -> None:
+            nonlocal before
+            before = self._start(take, paths, before, room, working)
+
         try:
             while True:
                 item = await self._queue.get()
                 if item is None:
                     break
                 await room.acquire()
-                if isinstance(item, list):
-                    if item is self._together:
-                        self._together = None  # notes handed over from now on start a new one
-                    together = self._plan_together(item)
-                    if together is None:  # not simple: each note on its own, in order
-                        for i, note in enumerate(item):
-                            if i:
-                                await room.acquire()
-                            take = functools.partial(self._take, note, before, room=room)
-                            before = self._start(take, working)
-                        continue
-                    take = functools.partial(self._take_together, together, before, room=room)
-                    before = self._start(take, working)
+                if not isinstance(item, list):
+                    start(functools.partial(self._take, item), [item.path])
                     continue
-                take = functools.partial(self._take, item, before, room=room)
-                before = self._start(take, working)
+                if item is self._together:
+                    self._together = None  # notes handed over from now on start a new one
+                try:
+                    together = self._plan_together(item)
+                except Exception:
+                    log.exception("could not check %d new messages together", len(item))
+                    together = None
+                if together is not None:
+                    start(functools.partial(self._take_together, together), [n.path for n in item])
+                    continue
+                for i, note in enumerate(item):  # not simple: each note on its own, in order
+                    if i:
+                        await room.acquire()
+                    start(functools.partial(self._take, note), [note.path])
             if working:
                 await asyncio.gather(*working, return_exceptions=True)
         finally:
             for task in working:
                 task.cancel()
 
-    @staticmethod
     def _start(
-        take: Callable[[_Place], Coroutine[Any, Any, None]], working: set[asyncio.Task[None]]
+        self,
+        take: Callable[[_Taking], Coroutine[Any, Any, None]],
+        paths: list[str],
+        before: _Place | None,
+        room: asyncio.Semaphore,
+        working: set[asyncio.Task[None]],
     ) -> _Place:
-        """Start ``take(place)``; the place, for the one after it to wait on."""
+        """Start taking in the notes at ``paths`` behind ``before``, holding a place in
+        ``room``; their place, for the next one to wait on."""
         place = _Place()
-        task = asyncio.create_task(take(place))
+        # Marked busy now, not once the task first runs: the next item, taken from the
+        # queue before that maybe, must see these notes as being taken in.
+        earlier = [copy for path in paths if (copy := self._busy.get(path)) is not None]
+        for path in paths:
+            self._busy[path] = place.done
+        task = asyncio.create_task(take(_Taking(place, before, earlier, room)))
         working.add(task)
         task.add_done_callback(working.discard)
         return place
 
-    async def _take(
-        self, note: Note, before: _Place | None, place: _Place, room: asyncio.Semaphore
-    ) -> None:
-        """Take one note in, in its ``place`` behind ``before`` (the previous note)."""
-        done = place.done
-        earlier = self._busy.get(note.path)
-        self._busy[note.path] = done
+    async def _take(self, note: Note, taking: _Taking) -> None:
+        """Take one note in, in its place behind the one before it."""
         try:
-            if earlier is not None:
+            for copy in taking.earlier:
                 # The same note, seen again while its first copy is still being taken in.
-                await asyncio.shield(earlier)
-            await self._intake(note, _InOrder(before, place))
+                await asyncio.shield(copy)
+            await self._intake(note, _InOrder(taking.before, taking.place))
         except (NoteNotFound, NoteParseError, VaultPathError) as exc:
             log.warning("could not take in %s: %s", note.path, exc)
         except Exception as exc:
@@ -188,57 +211,53 @@ class Intake:
         else:
             self._retries.pop(note.path, None)
         finally:
-            await self._leave(place, before, room, [note.path])
+            await self._leave(taking, [note.path])
 
-    async def _take_together(
-        self,
-        together: list[tuple[Note, Admission]],
-        before: _Place | None,
-        place: _Place,
-        room: asyncio.Semaphore,
-    ) -> None:
+    async def _take_together(self, together: list[tuple[Note, Admission]], taking: _Taking) -> None:
         """Take in fresh notes that were handed over together and need nothing but
-        their records (see :meth:`_plan_together`): one write for all, then each
-        queued in turn."""
+        their records (see :meth:`_plan_together`, which found no copy of them being
+        taken in): one write for all, then each queued in turn."""
+        before = taking.before
         for note, _ in together:
-            self._busy[note.path] = place.done
             self._fresh.discard(note.path)  # a retry looks its turn up
+        queued = 0
         try:
             if before is not None and not before.recorded.done():
                 await asyncio.shield(before.recorded)
             recording = self.registry.admit([admission for _, admission in together])
-            place.mark_recorded()
+            taking.place.mark_recorded()
             await recording
             if before is not None and not before.done.done():
                 await asyncio.shield(before.done)
             for _, admission in together:
                 self._queued(admission)
+                queued += 1
         except Exception as exc:
-            for note, _ in together:
+            for note, _ in together[queued:]:
                 self._again_later(note, exc)
         else:
             for note, _ in together:
                 self._retries.pop(note.path, None)
         finally:
-            await self._leave(place, before, room, [note.path for note, _ in together])
+            await self._leave(taking, [note.path for note, _ in together])
 
     def _again_later(self, note: Note, exc: Exception) -> None:
         """The note could not be stamped or recorded (a full disk, a registry that
-        cannot write): it is not lost; look at it again a bit later."""
+        cannot write): it is not lost; look at it again a bit later (handed over as
+        any note is, so fresh notes handed over after it stay behind it)."""
         delay = min(RETRY_FIRST_S * 2 ** self._retries.get(note.path, 0), RETRY_MAX_S)
         self._retries[note.path] = self._retries.get(note.path, 0) + 1
         log.warning("could not take in %s (%s); trying again in %.1f s", note.path, exc, delay)
-        asyncio.get_running_loop().call_later(delay, self._queue.put_nowait, note)
+        asyncio.get_running_loop().call_later(delay, self.submit, note)
 
-    async def _leave(
-        self, place: _Place, before: _Place | None, room: asyncio.Semaphore, paths: list[str]
-    ) -> None:
-        """Done with what was taken in at ``place`` (the notes at ``paths``): done only
-        once the one before it is."""
-        room.release()
+    async def _leave(self, taking: _Taking, paths: list[str]) -> None:
+        """Done with what was taken in (the notes at ``paths``): done only once the one
+        before it is."""
+        taking.room.release()
+        place = taking.place
         place.mark_recorded()  # set aside, or recorded some other way
-        if before is not None and not before.done.done():
-            await asyncio.shield(before.done)
+        if taking.before is not None and not taking.before.done.done():
+            await asyncio.shield(taking.before.done)
         place.done.set_result(None)
         for path in paths:
             if self._busy.get(path) is place.done:

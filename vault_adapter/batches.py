@@ -68,9 +68,10 @@ class GroupCommit(Generic[I, R]):
         return await self.enqueue(item)
 
     def enqueue(self, item: I) -> asyncio.Future[R]:
-        """:meth:`submit` without waiting: ``item`` has its place in the next batch when
-        this returns (items go in the order they were enqueued); its result comes
-        on the future."""
+        """:meth:`submit` without waiting: ``item`` has its place among the waiting items
+        when this returns (they are written in the order they were enqueued, in the
+        next batch or, past ``most`` of them, a later one); its result comes on the
+        future."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[R] = loop.create_future()
         waiting = self._waiting.get(loop)
