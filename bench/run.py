@@ -5,7 +5,7 @@
 Runs, in order: overhead against the bare CLI (real claude, bwrap, the fake
 API), dispatch throughput, HTTP accept and latency to turn start, and scale
 (vault size, thread count, start-up, memory), each in a fresh interpreter.
-About 12 minutes on 2 cores (the throughput figures are medians of rounds);
+About 10 to 12 minutes on 2 cores (the throughput figures are medians of rounds);
 ``--quick`` shrinks every run for a smoke test. Before each step it notes what
 making a file costs, which a recent mass deletion raises (see
 :func:`common.file_creation_us`).
