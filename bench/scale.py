@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import resource
 import statistics
 import sys
 import tempfile
@@ -119,17 +120,26 @@ async def _measure(root: Path, messages: int) -> dict[str, Any]:
     gateway.bus.add_listener(listener)
     ready = time.perf_counter() - t0
     t1 = time.perf_counter()
+    cpu0 = _cpu_s()
     async with asyncio.timeout(1800):
         await finished.wait()
     elapsed = time.perf_counter() - t1
+    cpu = _cpu_s() - cpu0
     await gateway.stop()
     return {
         "messages": messages,
         "ready_s": ready,
         "per_turn_ms": elapsed / messages * 1000,
+        "cpu_per_turn_ms": cpu / messages * 1000,
         "rss_mid": marks.get(messages // 2),
         "rss_end": marks.get(messages),
     }
+
+
+def _cpu_s() -> float:
+    """This process's CPU time so far (user and system, every thread)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def scale(messages: int, rounds: int = 5) -> list[Result]:
@@ -160,6 +170,9 @@ async def scale(messages: int, rounds: int = 5) -> list[Result]:
     median = statistics.median
     costs = [median(r["per_turn_ms"] for r in runs) for runs in by_vault + by_threads]
     ratio = max(costs) / min(costs)
+    # Beside the figure (time a turn, as dispatch measures it): the gateway's CPU a
+    # turn, which does not depend on how many turns can run side by side.
+    cpu = [median(r["cpu_per_turn_ms"] for r in runs) for runs in by_vault + by_threads]
     labels = [f"{n} notes" for n in vault_sizes] + [f"{t} threads" for t in thread_counts]
     ready = median(r["ready_s"] for r in by_vault[-1])
     big = by_threads[-1][0]
@@ -173,6 +186,7 @@ async def scale(messages: int, rounds: int = 5) -> list[Result]:
             ratio <= 1.2,
             {
                 "per_turn_ms": dict(zip(labels, costs, strict=True)),
+                "cpu_per_turn_ms": dict(zip(labels, cpu, strict=True)),
                 "vaults": by_vault,
                 "threads": by_threads,
             },
