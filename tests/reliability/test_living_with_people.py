@@ -304,7 +304,17 @@ async def test_people_editing_alongside_the_gateway_lose_nothing(
         await editor
         # The person's last save may have landed over a stamp (their own save can
         # race ours): give the gateway its quiet window to put the stamps back.
-        await eventually(lambda: _all_stamped(root), 15)
+        try:
+            await eventually(lambda: _all_stamped(root), 15)
+        except TimeoutError:
+            unstamped = {
+                path: note.frontmatter
+                for path, note in read_notes(root, "Inbox").items()
+                if not (note.get("id") and note.get("status") == "done")
+            }
+            raise AssertionError(
+                f"seed {run_seed}: not stamped done 15 s after the last turn: {unstamped}"
+            ) from None
     finally:
         finished.set()
         await editor
