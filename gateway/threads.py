@@ -71,11 +71,14 @@ def new_session_id() -> str:
     return str(uuid.uuid4())
 
 
+_MARKER_START = "<!-- vaultgate:turn "
+
+
 def turn_marker(turn_id: str) -> str:
-    return f"<!-- vaultgate:turn {turn_id} -->"
+    return f"{_MARKER_START}{turn_id} -->"
 
 
-_MARKER_LINE = re.compile(r"^<!-- vaultgate:turn \S+ -->\r?$", re.MULTILINE)
+_MARKER_LINE = re.compile(rf"^{re.escape(_MARKER_START)}\S+ -->\r?$", re.MULTILINE)
 """A turn's marker line (in a note saved with CRLF line ends too)."""
 
 
@@ -89,7 +92,7 @@ def older_turns(body: str, most: int, most_bytes: int) -> str | None:
     wrote above the first section never moves). The text runs from the first
     section's marker to the first kept one's, with whatever a person wrote among
     those sections; None when nothing needs to move."""
-    if len(body) <= most_bytes and body.count("<!-- vaultgate:turn ") <= most:
+    if len(body) <= most_bytes and body.count(_MARKER_START) <= most:
         return None  # every turn, most often: no need to find the sections
     starts = [match.start() for match in _MARKER_LINE.finditer(body)]
     if len(starts) > most:
