@@ -144,8 +144,18 @@ class Intake:
         working: set[asyncio.Task[None]] = set()
 
         def start(take: Callable[[_Taking], Coroutine[Any, Any, None]], paths: list[str]) -> None:
+            """Start taking in the notes at ``paths``, behind the item started before."""
             nonlocal before
-            before = self._start(take, paths, before, room, working)
+            place = _Place()
+            # Marked busy now, not once the task first runs: the next item, taken from
+            # the queue before that maybe, must see these notes as being taken in.
+            earlier = [copy for path in paths if (copy := self._busy.get(path)) is not None]
+            for path in paths:
+                self._busy[path] = place.done
+            task = asyncio.create_task(take(_Taking(place, before, earlier, room)))
+            working.add(task)
+            task.add_done_callback(working.discard)
+            before = place
 
         try:
             while True:
@@ -175,27 +185,6 @@ class Intake:
         finally:
             for task in working:
                 task.cancel()
-
-    def _start(
-        self,
-        take: Callable[[_Taking], Coroutine[Any, Any, None]],
-        paths: list[str],
-        before: _Place | None,
-        room: asyncio.Semaphore,
-        working: set[asyncio.Task[None]],
-    ) -> _Place:
-        """Start taking in the notes at ``paths`` behind ``before``, holding a place in
-        ``room``; their place, for the next one to wait on."""
-        place = _Place()
-        # Marked busy now, not once the task first runs: the next item, taken from the
-        # queue before that maybe, must see these notes as being taken in.
-        earlier = [copy for path in paths if (copy := self._busy.get(path)) is not None]
-        for path in paths:
-            self._busy[path] = place.done
-        task = asyncio.create_task(take(_Taking(place, before, earlier, room)))
-        working.add(task)
-        task.add_done_callback(working.discard)
-        return place
 
     async def _take(self, note: Note, taking: _Taking) -> None:
         """Take one note in, in its place behind the one before it."""
