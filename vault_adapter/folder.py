@@ -452,7 +452,10 @@ class FolderVault:
         self._mark_inflight(rel, digest)
         try:
             scratch, fd, tmp, fresh = self._temp_for(
-                target, exists=exists, create_mode=_NEW_FILE_MODE if mode is None else 0o600
+                target,
+                len(data),
+                exists=exists,
+                create_mode=_NEW_FILE_MODE if mode is None else 0o600,
             )
             try:
                 if mode is not None or not fresh:
@@ -519,7 +522,7 @@ class FolderVault:
         self._mark_inflight(rel, digest)
         try:
             # A note that was just read has its folder: no need to look for it.
-            scratch, fd, tmp, _ = self._temp_for(target, exists=unchanged is not None)
+            scratch, fd, tmp, _ = self._temp_for(target, len(data), exists=unchanged is not None)
             try:
                 os.fchmod(fd, mode)
                 written = write_over(fd, data, sync=self._fsync)
@@ -559,13 +562,14 @@ class FolderVault:
             return digest, None
 
     def _temp_for(
-        self, target: Path, *, exists: bool, create_mode: int = 0o600
+        self, target: Path, size: int, *, exists: bool, create_mode: int = 0o600
     ) -> tuple[Scratch | None, int, str, bool]:
-        """``(scratch, fd, path, fresh)`` of a file to write ``target``'s next version in;
-        ``fresh``: new, empty and made with ``create_mode`` (see :meth:`Scratch.open_temp`)."""
+        """``(scratch, fd, path, fresh)`` of a file to write ``target``'s next version in
+        (``size`` bytes); ``fresh``: new, empty and made with ``create_mode`` (see
+        :meth:`Scratch.open_temp`)."""
         scratch = self._scratch_for(target.parent, exists=exists)
         if scratch is not None:
-            return scratch, *scratch.open_temp(create_mode)
+            return scratch, *scratch.open_temp(create_mode, size)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         return None, fd, tmp, False
 
@@ -757,7 +761,7 @@ class FolderVault:
                 os.replace(tmp, target)  # theirs back all the same; ours is dropped
             return None
         if scratch is not None:
-            scratch.retire(tmp)
+            scratch.retire(tmp, old)
         else:
             Scratch.drop(tmp)
         return 2  # the move to ``target``, and the move away from it

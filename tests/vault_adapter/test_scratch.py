@@ -45,6 +45,23 @@ async def test_a_note_someone_hard_linked_is_never_written_over(vault: FolderVau
     assert (await vault.read("Inbox/a.md")).get("status") == "four"
 
 
+async def test_a_spare_is_only_reused_for_a_version_that_fills_its_blocks(
+    vault: FolderVault,
+) -> None:
+    # Cutting a spare down to a shorter version frees its last blocks: with online
+    # discard, a synchronous TRIM. So a big old version waits for a big new one.
+    await vault.create("big.md", {"n": 0}, "x" * 20_000 + "\n")
+    await vault.create("small.md", {"n": 0}, "y\n")
+    big_first = os.stat(vault.root / "big.md").st_ino
+    await vault.update_fields("big.md", {"n": 1})
+    await vault.update_fields("small.md", {"n": 1})
+    assert os.stat(vault.root / "small.md").st_ino != big_first
+    await vault.update_fields("big.md", {"n": 2})
+    assert os.stat(vault.root / "big.md").st_ino == big_first
+    assert (await vault.read("big.md")).body == "x" * 20_000 + "\n"
+    assert (await vault.read("small.md")).get("n") == 1
+
+
 async def test_spares_rest_before_reuse(tmp_path: Path) -> None:
     root = tmp_path / "vault"
     root.mkdir()
