@@ -569,7 +569,7 @@ class FolderVault:
         :meth:`Scratch.open_temp`)."""
         scratch = self._scratch_for(target.parent, exists=exists)
         if scratch is not None:
-            return scratch, *scratch.open_temp(create_mode, size)
+            return scratch, *scratch.open_temp(size, create_mode)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         return None, fd, tmp, False
 

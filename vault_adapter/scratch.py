@@ -26,9 +26,9 @@ A spare is only reused for a version that needs at least as many blocks as it
 holds. Cutting a spare down to a shorter version frees its last blocks, and
 that is the same synchronous TRIM: when a 12 KB thread note's old version was
 reused for a 1 KB stamp, the truncate took 1 ms (1.5 µs when no block is
-freed). Ten threads whose notes grew to 6 to 12 KB spent 0.6 ms a turn in
-truncates that way, twenty times what ten thousand threads of small notes
-did. So spares are kept by the blocks they hold; a write takes one that holds
+freed). Under ``perf trace``, ten threads whose notes grew to 6 to 12 KB spent
+0.6 ms a turn in truncates that way, nearly thirty times what 3,000 threads of
+small notes did. So spares are kept by the blocks they hold; a write takes one that holds
 exactly what it needs, or else the largest that holds fewer (growing a file
 frees nothing), or else a new file.
 """
@@ -82,7 +82,7 @@ class Scratch:
     def __len__(self) -> int:
         return self._count
 
-    def open_temp(self, create_mode: int = 0o600, size: int = 0) -> tuple[int, str, bool]:
+    def open_temp(self, size: int, create_mode: int = 0o600) -> tuple[int, str, bool]:
         """``(fd, path, fresh)``: a rested spare opened for writing ``size`` bytes (one
         that holds no more blocks than they need), or (``fresh``) a new empty file
         made with ``create_mode`` (under the umask).
